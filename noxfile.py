@@ -1,0 +1,65 @@
+"""Test sessions: one per package (installed alone), plus lint and integration.
+
+`nox` runs them all; `nox -s objectives` runs one. Each package session builds a fresh
+virtualenv, installs only that package (and the sibling packages it declares), proves that
+the dependencies it must NOT pull in are absent, then runs the package's own tests.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "objectives", "augment", "backbones", "pipelines", "integration"]
+
+# torch builds that lie on this machine's disk: 2.13.0 is a 190 MB CPU wheel (our oldest
+# supported torch); 2.14.1 is the newest allowed, and the only one torchvision pairs with here.
+OLDEST_TORCH = ["torch==2.13.0"]
+TORCH_WITH_VISION = ["torch==2.14.1", "torchvision==0.29.1"]
+
+# A new package is one line: name -> (torch pins, sibling packages it needs, modules that must be absent).
+PACKAGES: dict[str, tuple[list[str], list[str], list[str]]] = {
+    "objectives": (OLDEST_TORCH, [], ["kornia", "timm", "torchvision", "accelerate"]),
+    "augment": (OLDEST_TORCH, [], ["torchvision", "timm", "accelerate"]),
+    "backbones": (TORCH_WITH_VISION, [], ["kornia", "accelerate"]),
+    "pipelines": (TORCH_WITH_VISION, ["objectives", "augment", "backbones"], []),
+}
+
+_ABSENT_CHECK = """
+import importlib.util, sys
+present = [m for m in sys.argv[1:] if importlib.util.find_spec(m) is not None]
+if present:
+    sys.exit(f"isolation broken: {present} importable in this package's own environment")
+print("isolation ok: not importable:", ", ".join(sys.argv[1:]) or "(nothing to check)")
+"""
+
+
+def _package_session(name: str, torch_pins: list[str], siblings: list[str], absent: list[str]):
+    def session_fn(session: nox.Session) -> None:
+        session.install(*torch_pins)
+        session.install(*[f"./packages/{s}" for s in siblings], f"./packages/{name}[test]")
+        session.run("python", "-c", _ABSENT_CHECK, *absent)
+        session.run("python", "-c", f"import contrastkit.{name} as m; print(m.__name__, m.__version__)")
+        session.run("pytest", f"packages/{name}/tests", *session.posargs)
+
+    session_fn.__doc__ = f"Install contrastkit-{name} alone and run its tests."
+    return nox.session(name=name)(session_fn)
+
+
+for _name, (_pins, _siblings, _absent) in PACKAGES.items():
+    globals()[f"session_{_name}"] = _package_session(_name, _pins, _siblings, _absent)
+
+
+@nox.session
+def integration(session: nox.Session) -> None:
+    """Install every package together and run the cross-package tests in tests/."""
+    session.install(*TORCH_WITH_VISION)
+    session.install(*[f"./packages/{p}[test]" for p in PACKAGES])
+    session.run("pytest", "tests", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff: lint and formatting."""
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
