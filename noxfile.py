@@ -38,7 +38,9 @@ def _package_session(name: str, torch_pins: list[str], siblings: list[str], abse
         session.install(*torch_pins)
         session.install(*[f"./packages/{s}" for s in siblings], f"./packages/{name}[test]")
         session.run("python", "-c", _ABSENT_CHECK, *absent)
-        session.run("python", "-c", f"import contrastkit.{name} as m; print(m.__name__, m.__version__)")
+        session.run(
+            "python", "-c", f"import contrastkit.{name} as m; print(m.__name__, m.__version__)"
+        )
         session.run("pytest", f"packages/{name}/tests", *session.posargs)
 
     session_fn.__doc__ = f"Install contrastkit-{name} alone and run its tests."
