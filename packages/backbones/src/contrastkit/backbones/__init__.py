@@ -1,5 +1,36 @@
-"""contrastkit.backbones: Encoders for self-supervised learning: MyResNet, CIFAR ResNets, any timm model, projection and prediction heads."""
+"""contrastkit.backbones: encoders for self-supervised learning and the heads that go on them.
+
+MyResNet, CIFAR-form ResNet-18/34/50, any timm model, a tabular MLP; projection, prediction
+and linear heads; a Keras-style model summary.
+"""
 
 from contrastkit.backbones._version import __version__
+from contrastkit.backbones.factory import (
+    BACKBONE_NAMES,
+    TIMM_PREFIX,
+    check_backbone_name,
+    create_backbone,
+)
+from contrastkit.backbones.heads import LinearClassifier, PredictionHead, ProjectionHead
+from contrastkit.backbones.mlp import TabularMLP
+from contrastkit.backbones.resnet import CifarResNet, MyResNet
+from contrastkit.backbones.summary import ModelSummary, SummaryRow, model_summary
+from contrastkit.backbones.timm_backbone import TimmBackbone
 
-__all__ = ["__version__"]
+__all__ = [
+    "BACKBONE_NAMES",
+    "TIMM_PREFIX",
+    "CifarResNet",
+    "LinearClassifier",
+    "ModelSummary",
+    "MyResNet",
+    "PredictionHead",
+    "ProjectionHead",
+    "SummaryRow",
+    "TabularMLP",
+    "TimmBackbone",
+    "__version__",
+    "check_backbone_name",
+    "create_backbone",
+    "model_summary",
+]

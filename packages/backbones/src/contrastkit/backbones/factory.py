@@ -1,0 +1,130 @@
+"""create_backbone: one entry point that builds any contrastkit backbone from a name and kwargs.
+
+Used by the pipelines' configs, so every bad name or keyword fails with a ValueError that
+lists what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import timm
+from torch import nn
+
+from contrastkit.backbones.mlp import TabularMLP
+from contrastkit.backbones.resnet import CifarResNet, MyResNet
+from contrastkit.backbones.timm_backbone import TimmBackbone, timm_name_suggestions
+
+TIMM_PREFIX = "timm:"
+"""Prefix that selects a timm model: "timm:<name>" with any name `timm.list_models()` knows."""
+
+
+def _myresnet(*, in_channels: int = 3, zero_init_residual: bool = False) -> MyResNet:
+    return MyResNet(in_channels=in_channels, zero_init_residual=zero_init_residual)
+
+
+def _resnet18_cifar(*, in_channels: int = 3, zero_init_residual: bool = False) -> CifarResNet:
+    return CifarResNet(
+        (2, 2, 2, 2), "basic", in_channels=in_channels, zero_init_residual=zero_init_residual
+    )
+
+
+def _resnet34_cifar(*, in_channels: int = 3, zero_init_residual: bool = False) -> CifarResNet:
+    return CifarResNet(
+        (3, 4, 6, 3), "basic", in_channels=in_channels, zero_init_residual=zero_init_residual
+    )
+
+
+def _resnet50_cifar(*, in_channels: int = 3, zero_init_residual: bool = False) -> CifarResNet:
+    return CifarResNet(
+        (3, 4, 6, 3), "bottleneck", in_channels=in_channels, zero_init_residual=zero_init_residual
+    )
+
+
+def _mlp(*, in_features: int | None = None, width: int = 2048, num_layers: int = 5) -> TabularMLP:
+    if in_features is None:
+        raise ValueError(
+            "backbone 'mlp' needs in_features=<number of input columns> (54 for Covertype)"
+        )
+    return TabularMLP(in_features, width=width, num_layers=num_layers)
+
+
+_BUILDERS: dict[str, Callable[..., nn.Module]] = {
+    "myresnet": _myresnet,
+    "resnet18_cifar": _resnet18_cifar,
+    "resnet34_cifar": _resnet34_cifar,
+    "resnet50_cifar": _resnet50_cifar,
+    "mlp": _mlp,
+}
+
+BACKBONE_NAMES: tuple[str, ...] = tuple(_BUILDERS)
+"""Fixed backbone names; any "timm:<name>" is valid as well (see TIMM_PREFIX)."""
+
+
+def _valid_names_text() -> str:
+    return ", ".join(repr(n) for n in BACKBONE_NAMES) + f", or '{TIMM_PREFIX}<any timm model name>'"
+
+
+def check_backbone_name(name: str) -> None:
+    """Raise ValueError unless `create_backbone(name)` would accept `name`.
+
+    Cheap enough for config validation: it builds nothing. The message lists the valid names
+    and the closest matches (for "timm:" names, the closest timm models).
+    """
+    if not isinstance(name, str):
+        raise ValueError(f"backbone name must be a str, got {name!r}; valid: {_valid_names_text()}")
+    if name in _BUILDERS:
+        return
+    if name.startswith(TIMM_PREFIX):
+        model_name = name[len(TIMM_PREFIX) :]
+        if timm.is_model(model_name):
+            return
+        close = [TIMM_PREFIX + n for n in timm_name_suggestions(model_name)]
+        raise ValueError(
+            f"unknown timm model {model_name!r} in backbone name {name!r}; "
+            f"close matches: {close or 'none'} (timm.list_models('*pattern*') lists them all)"
+        )
+    close = difflib.get_close_matches(name.lower(), BACKBONE_NAMES, n=3, cutoff=0.5)
+    if timm.is_model(name):
+        close.append(TIMM_PREFIX + name)
+    hint = f"; did you mean {close}?" if close else ""
+    raise ValueError(f"unknown backbone {name!r}: valid names are {_valid_names_text()}{hint}")
+
+
+def create_backbone(name: str, **kwargs: Any) -> nn.Module:
+    """Build a feature extractor by name. Every result maps inputs to (N, num_features).
+
+    Names and their keyword arguments:
+        "myresnet": MyResNet (512 features). in_channels=3, zero_init_residual=False.
+        "resnet18_cifar", "resnet34_cifar": CifarResNet with BasicBlocks (512 features).
+            in_channels=3, zero_init_residual=False.
+        "resnet50_cifar": CifarResNet with Bottlenecks (2048 features). Same kwargs.
+        "mlp": TabularMLP (`width` features). in_features (required), width=2048, num_layers=5.
+        "timm:<model name>": TimmBackbone. cifar_stem=False, pretrained=False,
+            pretrained_path=None, in_channels=3, model_kwargs=None.
+
+    Image backbones take (N, in_channels, H, W) floats; "mlp" takes (N, in_features) floats.
+    The module has an int attribute `num_features`.
+
+    Raises:
+        ValueError: unknown name (the message lists valid names and close matches), a keyword
+            argument the family does not take, or an invalid value.
+    """
+    check_backbone_name(name)
+    if name.startswith(TIMM_PREFIX):
+        builder: Callable[..., nn.Module] = TimmBackbone
+        allowed = [p for p in inspect.signature(TimmBackbone).parameters if p != "model_name"]
+        positional: tuple[Any, ...] = (name[len(TIMM_PREFIX) :],)
+    else:
+        builder = _BUILDERS[name]
+        allowed = list(inspect.signature(builder).parameters)
+        positional = ()
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"backbone {name!r} does not take keyword argument(s) {unknown}; it takes {allowed}"
+        )
+    return builder(*positional, **kwargs)
