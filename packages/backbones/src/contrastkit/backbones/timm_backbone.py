@@ -61,7 +61,9 @@ class TimmBackbone(nn.Module):
         model_kwargs: further keyword arguments for `timm.create_model`
             (e.g. {"drop_path_rate": 0.1}, or {"img_size": 32} for a ViT).
 
-    Input: (N, in_channels, H, W) float images. Output: (N, num_features) float features.
+    Input: (N, in_channels, H, W) float images. Output: (N, num_features) float features, the
+    input of timm's classifier; `num_features` is timm's `head_hidden_size` where the model
+    has a pre-logits layer (MobileNetV3: 1024), else timm's `num_features`.
     """
 
     def __init__(
@@ -130,7 +132,9 @@ class TimmBackbone(nn.Module):
 
         self.model = model
         self.model_name = model_name
-        self.num_features: int = int(model.num_features)
+        # Models with a pre-logits layer (MobileNetV3, VGG) output head_hidden_size features,
+        # not num_features (the last feature map's channels); timm >= 0.9.6 names both.
+        self.num_features: int = int(getattr(model, "head_hidden_size", None) or model.num_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, in_channels, H, W) images -> (N, num_features) features."""
