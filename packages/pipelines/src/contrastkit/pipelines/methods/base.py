@@ -1,0 +1,198 @@
+"""What every pretrain method is: an nn.Module that turns a batch of views into a loss.
+
+Also the pieces methods share: the encoder (backbone + projection head), i-Mix on the query
+input, and a key-encoder forward with MoCo's shuffle-BN across processes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from contrastkit.backbones import ProjectionHead
+from contrastkit.objectives import MomentumTeacher, cosine_momentum, imix_cutmix, imix_mixup
+from contrastkit.pipelines.config import PretrainConfig
+
+
+@dataclass
+class MethodOutput:
+    """What one forward of a method returns to the training loop.
+
+    loss: float32 scalar, the self-supervised objective on this process's batch.
+    features: (M, F) backbone features of the inputs the student saw, detached (they feed
+        the online linear classifier, which must not train the backbone).
+    label_weights: (M, N) float rows that say which of the batch's N samples feature row i
+        comes from (i-Mix mixes two), or None when row i is simply sample i % N.
+    """
+
+    loss: Tensor
+    features: Tensor
+    label_weights: Tensor | None = None
+
+
+class Encoder(nn.Module):
+    """backbone -> projection head. `forward(x)` returns (features (N, F), projection (N, D))."""
+
+    def __init__(self, backbone: nn.Module, projection: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.projection = projection
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        features = self.backbone(x)
+        return features, self.projection(features)
+
+
+def two_views(views: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """The two views a method contrasts; a single view (the `identity` recipe) is used twice."""
+    if len(views) == 1:
+        return views[0], views[0]
+    if len(views) != 2:
+        raise ValueError(f"pretrain methods take 1 or 2 views, got {len(views)}")
+    return views[0], views[1]
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _all_gather(x: Tensor, world_size: int) -> Tensor:
+    parts = [torch.empty_like(x) for _ in range(world_size)]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts)
+
+
+@torch.no_grad()
+def shuffled_key_forward(encoder: nn.Module, x: Tensor, seed: int) -> Tensor:
+    """`encoder(x)[1]` (the projection) computed with MoCo's shuffle-BN when several processes run.
+
+    With W > 1 processes the key batch is gathered from every rank, permuted with a permutation
+    drawn from `seed` (the same on every rank), each rank encodes its slice of the permuted batch,
+    and the outputs are gathered and un-permuted, so rank r gets back the keys of its own samples.
+    BatchNorm statistics of the keys then come from a different subset of samples than those of
+    the queries, which stops the network from cheating through batch statistics (He et al. 2020,
+    section 3.3). With one process the batch is encoded as it is: permuting samples within one
+    BatchNorm batch leaves its statistics unchanged, so a shuffle would be a no-op; the query and
+    key still have separate BatchNorm batches because they are encoded by separate forwards.
+    """
+    rank, world_size = _world()
+    if world_size == 1:
+        return encoder(x)[1]
+    n = x.shape[0]
+    everything = _all_gather(x, world_size)
+    generator = torch.Generator().manual_seed(seed)
+    permutation = torch.randperm(world_size * n, generator=generator).to(x.device)
+    keys = encoder(everything[permutation[rank * n : (rank + 1) * n]])[1]
+    gathered = _all_gather(keys, world_size)
+    unshuffled = torch.empty_like(gathered)
+    unshuffled[permutation] = gathered
+    return unshuffled[rank * n : (rank + 1) * n]
+
+
+class PretrainMethod(nn.Module):
+    """Base class. A method owns its student encoder (and teacher, heads, queue) and computes the loss.
+
+    Every method has `self.encoder` = backbone + projection head (built here). Subclasses set
+    `name` and `supports_imix`, add their modules in `__init__` after `super().__init__(...)`
+    and implement `forward`. A method with an EMA teacher sets `self.teacher =
+    MomentumTeacher(self.encoder)`; `on_optimizer_step` then moves it after every optimizer step.
+    """
+
+    name: ClassVar[str] = ""
+    supports_imix: ClassVar[bool] = False
+
+    def __init__(self, backbone: nn.Module, config: PretrainConfig) -> None:
+        super().__init__()
+        if config.method.name != self.name:
+            raise ValueError(
+                f"{type(self).__name__} needs method.name={self.name!r}, got {config.method.name!r}"
+            )
+        if config.method.imix != "none" and not self.supports_imix:
+            raise ValueError(f"method {self.name!r} does not support i-Mix (method.imix)")
+        num_features = getattr(backbone, "num_features", None)
+        if not isinstance(num_features, int) or num_features < 1:
+            raise ValueError(
+                f"the backbone must expose an int attribute num_features >= 1, got {num_features!r}"
+            )
+        self.config = config
+        self.encoder = Encoder(backbone, self.projection_head(num_features))
+        self.teacher: MomentumTeacher | None = None
+
+    @property
+    def backbone(self) -> nn.Module:
+        """The student backbone: what the run trains and what `backbone.pt` saves."""
+        return self.encoder.backbone
+
+    @property
+    def num_features(self) -> int:
+        return int(self.encoder.backbone.num_features)
+
+    def backbones(self) -> list[nn.Module]:
+        """Every backbone the method runs (student, and teacher if any): what `model.compile` compiles."""
+        found = [self.encoder.backbone]
+        if self.teacher is not None:
+            found.append(self.teacher.module.backbone)
+        return found
+
+    def projection_head(self, in_dim: int) -> ProjectionHead:
+        model = self.config.model
+        return ProjectionHead(
+            in_dim,
+            model.projection_hidden_dim,
+            model.projection_dim,
+            num_layers=model.projection_layers,
+            batch_norm=model.projection_batch_norm,
+        )
+
+    def mix(self, x: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor | None]:
+        """i-Mix on a query batch: (mixed x, (N, N) virtual labels), or (x, None) without i-Mix."""
+        imix = self.config.method.imix
+        if imix == "none":
+            return x, None
+        mixer = imix_mixup if imix == "mixup" else imix_cutmix
+        return mixer(x, alpha=self.config.method.imix_alpha, generator=generator)
+
+    def key_seed(self, step: int) -> int:
+        """Seed of the shuffle-BN permutation of forward number `step`: the same on every rank."""
+        return self.config.train.seed * 1_000_003 + step
+
+    def forward(
+        self, views: list[Tensor], *, step: int, generator: torch.Generator | None = None
+    ) -> MethodOutput:
+        """views: the augmented batch, a list of (N, C, H, W) or (N, F) float tensors.
+
+        step: index of this forward in the run (micro-batches count), for per-step randomness
+        that must agree across ranks. generator: draws the i-Mix mixing on this rank.
+        """
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def on_optimizer_step(self, step: int, total_steps: int) -> None:
+        """After optimizer step `step` (0-based) of `total_steps`: move the EMA teacher, if any.
+
+        Momentum follows `cosine_momentum(step, total_steps, method.momentum, method.momentum_final)`
+        (constant when the two are equal, as for MoCo and ISD by default).
+        """
+        if self.teacher is None:
+            return
+        method = self.config.method
+        if method.momentum is None or method.momentum_final is None:
+            raise ValueError(f"method {self.name!r} has a teacher but no method.momentum set")
+        momentum = cosine_momentum(
+            min(step, total_steps), total_steps, method.momentum, method.momentum_final
+        )
+        self.teacher.update(self.encoder, momentum)
+
+
+def stacked_label_weights(*weights: Tensor | None, n: int, device: torch.device) -> Tensor | None:
+    """Label weights of features stacked from several inputs: None when no input was mixed."""
+    if all(w is None for w in weights):
+        return None
+    eye = torch.eye(n, device=device)
+    return torch.cat([eye if w is None else w.to(eye.dtype) for w in weights])

@@ -1,0 +1,54 @@
+"""BYOL (Grill et al. 2020): an online encoder + predictor regresses an EMA target's projections.
+
+Symmetric: each view's prediction targets the other view's projection; i-Mix mixes each view.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from contrastkit.backbones import PredictionHead
+from contrastkit.objectives import MomentumTeacher, byol_loss
+from contrastkit.pipelines.config import PretrainConfig
+from contrastkit.pipelines.methods.base import (
+    MethodOutput,
+    PretrainMethod,
+    stacked_label_weights,
+    two_views,
+)
+
+
+class BYOL(PretrainMethod):
+    """loss = byol_loss(p1, z2', t1) + byol_loss(p2, z1', t2).
+
+    p = predictor(projection(view)) from the online network (both views in one forward);
+    z' = the target network's projection of the other view (EMA of the online encoder with
+    momentum rising from method.momentum to method.momentum_final on a cosine), no gradient.
+    With i-Mix each view is mixed within the batch and t1, t2 are its virtual labels.
+    """
+
+    name = "byol"
+    supports_imix = True
+
+    def __init__(self, backbone: torch.nn.Module, config: PretrainConfig) -> None:
+        super().__init__(backbone, config)
+        dim = config.model.projection_dim
+        self.predictor = PredictionHead(dim, config.model.prediction_hidden_dim, dim)
+        self.teacher = MomentumTeacher(self.encoder)
+
+    def forward(
+        self, views: list[Tensor], *, step: int, generator: torch.Generator | None = None
+    ) -> MethodOutput:
+        view1, view2 = two_views(views)
+        inputs1, targets1 = self.mix(view1, generator)
+        inputs2, targets2 = self.mix(view2, generator)
+        features, projections = self.encoder(torch.cat([inputs1, inputs2]))
+        p1, p2 = self.predictor(projections).chunk(2)
+        with torch.no_grad():
+            _, target_projections = self.teacher(torch.cat([view2, view1]))
+        z2, z1 = target_projections.chunk(2)
+        loss = byol_loss(p1, z2, targets1) + byol_loss(p2, z1, targets2)
+        n = view1.shape[0]
+        weights = stacked_label_weights(targets1, targets2, n=n, device=view1.device)
+        return MethodOutput(loss, features.detach(), weights)
