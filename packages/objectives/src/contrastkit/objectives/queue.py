@@ -1,0 +1,72 @@
+"""MemoryQueue: the FIFO ring buffer of past keys that MoCo and ISD use as negatives / anchor points.
+
+Its contents and write pointer are buffers, so they are in the state_dict and a resumed run
+continues with the same queue.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from contrastkit.objectives._distributed import all_gather_no_grad
+from contrastkit.objectives._validation import NORM_EPS, check_embeddings
+
+
+class MemoryQueue(nn.Module):
+    """A FIFO queue of `size` unit-norm keys of dimension `dim`.
+
+    Buffers (both in `state_dict`): `keys` (size, dim) float32, starting as random unit rows;
+    `ptr` () int64, the row the next key is written to. Move it with `.to(device)` like any module.
+
+    `seed` fixes the random initial rows independently of the global RNG, so every rank of a
+    distributed run starts with the same queue.
+    """
+
+    keys: Tensor
+    ptr: Tensor
+
+    def __init__(self, size: int, dim: int, *, seed: int = 0) -> None:
+        super().__init__()
+        for name, value in (("size", size), ("dim", dim)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        self.size = size
+        self.dim = dim
+        generator = torch.Generator().manual_seed(seed)
+        initial = torch.randn(size, dim, generator=generator)
+        initial = initial / initial.norm(dim=1, keepdim=True).clamp_min(NORM_EPS)
+        self.register_buffer("keys", initial)
+        self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def enqueue(self, keys: Tensor) -> None:
+        """Write `keys` (B, dim), detached and L2-normalised, over the oldest rows.
+
+        Any B >= 1 works: the write wraps around the end of the buffer, and if more than `size`
+        keys arrive at once only the newest `size` are kept. Under torch.distributed the keys of
+        all ranks are first all-gathered (rank order; every rank must pass the same B), so every
+        rank holds the same queue. The pointer stays on the device: no host sync.
+        """
+        check_embeddings("keys", keys)
+        if keys.shape[1] != self.dim:
+            raise ValueError(
+                f"keys must have shape (B, {self.dim}) to match the queue dim, got {tuple(keys.shape)}"
+            )
+        keys = all_gather_no_grad(keys.detach())
+        keys = keys.to(device=self.keys.device, dtype=torch.float32)
+        keys = keys / keys.norm(dim=1, keepdim=True).clamp_min(NORM_EPS)
+        total = keys.shape[0]
+        kept = min(total, self.size)
+        # Writing all `total` keys one by one from ptr would leave the last `kept` of them at
+        # rows ptr + (total - kept) + j (mod size); write just those.
+        rows = (self.ptr + (total - kept) + torch.arange(kept, device=self.keys.device)) % self.size
+        self.keys.index_copy_(0, rows, keys[total - kept :].to(self.keys.dtype))
+        self.ptr.copy_((self.ptr + total) % self.size)
+
+    def forward(self) -> Tensor:
+        """The current keys, (size, dim); the same tensor as the `keys` buffer."""
+        return self.keys
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, dim={self.dim}"
