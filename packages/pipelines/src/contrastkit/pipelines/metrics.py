@@ -1,0 +1,117 @@
+"""The pretrain run's log: `metrics.csv` (always) and TensorBoard event files (when installed).
+
+One CSV row per logged step with a fixed header; a resumed run first drops the rows written
+after the checkpoint it resumes from, so the log reads as one uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+METRICS_FILE = "metrics.csv"
+TENSORBOARD_DIR = "tensorboard"
+METRIC_COLUMNS: tuple[str, ...] = (
+    "step",
+    "epoch",
+    "loss",
+    "lr",
+    "knn_top1",
+    "knn_top5",
+    "online_top1",
+    "online_test_top1",
+    "images_per_s",
+    "elapsed_s",
+)
+
+
+def _format(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        # repr keeps every bit of a float, so two logs can be compared exactly.
+        return repr(value) if math.isfinite(value) else str(value)
+    return str(value)
+
+
+def read_metrics(path: str | Path) -> list[dict[str, str]]:
+    """The rows of a metrics.csv as dicts of strings (empty string = not measured)."""
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+class MetricsLogger:
+    """Appends rows to `run_dir/metrics.csv` and mirrors them to TensorBoard.
+
+    resume_step: None starts a new log (an old metrics.csv is replaced); a step keeps the rows
+    with step <= resume_step and appends after them. Only the main process should create one.
+    Columns are METRIC_COLUMNS; a row may leave any column out (written empty).
+    """
+
+    def __init__(
+        self, run_dir: str | Path, *, resume_step: int | None = None, tensorboard: bool = True
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / METRICS_FILE
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        kept: list[dict[str, str]] = []
+        if resume_step is not None and self.path.is_file():
+            kept = [r for r in read_metrics(self.path) if _row_step(r) <= resume_step]
+        tmp = self.path.with_name(f".{METRICS_FILE}.tmp")
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(kept)
+        os.replace(tmp, self.path)
+        self._handle = open(self.path, "a", newline="")  # noqa: SIM115 - lives as long as the logger
+        self._writer = csv.DictWriter(self._handle, fieldnames=METRIC_COLUMNS)
+        self._tensorboard = (
+            _open_tensorboard(self.run_dir / TENSORBOARD_DIR, resume_step) if tensorboard else None
+        )
+
+    @property
+    def tensorboard_enabled(self) -> bool:
+        return self._tensorboard is not None
+
+    def log(self, row: Mapping[str, Any]) -> None:
+        """Write one row (keys from METRIC_COLUMNS; `step` required) and flush it to disk."""
+        unknown = set(row) - set(METRIC_COLUMNS)
+        if unknown:
+            raise ValueError(
+                f"unknown metric column(s) {sorted(unknown)}; columns: {list(METRIC_COLUMNS)}"
+            )
+        if "step" not in row:
+            raise ValueError(f"a metrics row needs a 'step', got {dict(row)}")
+        self._writer.writerow({k: _format(row.get(k)) for k in METRIC_COLUMNS})
+        self._handle.flush()
+        if self._tensorboard is not None:
+            step = int(row["step"])
+            for key, value in row.items():
+                if key not in ("step",) and isinstance(value, int | float) and value is not None:
+                    self._tensorboard.add_scalar(f"pretrain/{key}", value, step)
+            self._tensorboard.flush()
+
+    def close(self) -> None:
+        self._handle.close()
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+
+
+def _row_step(row: Mapping[str, str]) -> int:
+    try:
+        return int(row["step"])
+    except (KeyError, TypeError, ValueError):
+        return -1
+
+
+def _open_tensorboard(log_dir: Path, resume_step: int | None) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional
+        return None
+    # purge_step drops events a crashed run wrote after the checkpoint we resume from.
+    return SummaryWriter(str(log_dir), purge_step=None if resume_step is None else resume_step + 1)
