@@ -203,6 +203,7 @@ CASES = {
     ),
     # queue module
     "queue size": (lambda: MemoryQueue(0, 3), r"size must be an int >= 1, got 0"),
+    "queue seed": (lambda: MemoryQueue(4, 3, seed=-1), r"seed must be an int >= 0, got -1"),
     "queue dim arg": (lambda: MemoryQueue(4, 2.5), r"dim must be an int >= 1, got 2\.5"),
     "enqueue dim": (
         lambda: MemoryQueue(4, 3).enqueue(torch.randn(2, 5)),

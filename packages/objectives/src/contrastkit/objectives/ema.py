@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 from typing import Any
 
 import torch
 from torch import nn
 
-from contrastkit.objectives._validation import check_unit_interval
+from contrastkit.objectives._validation import check_count, check_unit_interval
 
 
 def _matched_parameters(
@@ -66,9 +67,12 @@ def cosine_momentum(step: int, total_steps: int, base: float = 0.996, final: flo
     `m = final - (final - base) * (cos(pi * step / total_steps) + 1) / 2`.
     step: in [0, total_steps]; total_steps: >= 1; base, final: in [0, 1].
     """
-    if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
-        raise ValueError(f"total_steps must be an int >= 1, got {total_steps!r}")
-    if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= total_steps:
+    total_steps = check_count("total_steps", total_steps, 1)
+    if (
+        isinstance(step, bool)
+        or not isinstance(step, numbers.Integral)
+        or not 0 <= step <= total_steps
+    ):
         raise ValueError(f"step must be an int in [0, total_steps={total_steps}], got {step!r}")
     base = check_unit_interval("base", base)
     final = check_unit_interval("final", final)

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from contrastkit.objectives._distributed import all_gather_no_grad
-from contrastkit.objectives._validation import NORM_EPS, check_embeddings
+from contrastkit.objectives._validation import NORM_EPS, check_count, check_embeddings
 
 
 class MemoryQueue(nn.Module):
@@ -28,12 +28,9 @@ class MemoryQueue(nn.Module):
 
     def __init__(self, size: int, dim: int, *, seed: int = 0) -> None:
         super().__init__()
-        for name, value in (("size", size), ("dim", dim)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        self.size = size
-        self.dim = dim
-        generator = torch.Generator().manual_seed(seed)
+        self.size = check_count("size", size, 1)
+        self.dim = check_count("dim", dim, 1)
+        generator = torch.Generator().manual_seed(check_count("seed", seed, 0))
         initial = torch.randn(size, dim, generator=generator)
         initial = initial / initial.norm(dim=1, keepdim=True).clamp_min(NORM_EPS)
         self.register_buffer("keys", initial)
