@@ -11,6 +11,7 @@ eager and compiled. Prints a markdown table. No optimizer step: this times the m
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -124,7 +125,8 @@ def main() -> None:
         settings = [Setting("cpu", torch.float32, False, False)]
         machine = f"{cpu_name()}, {torch.get_num_threads()} torch threads"
 
-    print(f"machine: {machine}; torch {torch.__version__}")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    print(f"machine: {machine}; torch {torch.__version__}; load average {load}")
     print(
         f"batch {args.batch}, {args.size}x{args.size}, {args.steps} timed steps after {args.warmup} warm-up"
     )

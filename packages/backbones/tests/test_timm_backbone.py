@@ -124,6 +124,14 @@ def test_pretrained_argument_errors(tmp_path: Path) -> None:
     torch.save({}, path)
     with pytest.raises(ValueError, match="either pretrained=True"):
         create_backbone("timm:resnet18", pretrained=True, pretrained_path=path)
+    text = tmp_path / "notes.txt"
+    text.write_text("not a checkpoint")
+    with pytest.raises(ValueError, match="could not be read as a state_dict"):
+        create_backbone("timm:resnet18", pretrained_path=text)
+    odd = tmp_path / "odd.pth"
+    torch.save({"conv1.weight": [1, 2, 3]}, odd)
+    with pytest.raises(ValueError, match="holds a dict, not a state_dict"):
+        create_backbone("timm:resnet18", pretrained_path=odd)
 
 
 def test_model_kwargs_are_forwarded_and_reserved_ones_refused() -> None:

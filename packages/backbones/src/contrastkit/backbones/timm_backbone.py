@@ -150,7 +150,19 @@ def _classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
 
 def _load_local_weights(model: nn.Module, model_name: str, path: Path, cifar_stem: bool) -> None:
     """Load a local state_dict into `model` (already without classifier, stem already swapped)."""
-    loaded = timm.models.load_state_dict(str(path), use_ema=False)
+    try:
+        loaded = timm.models.load_state_dict(str(path), use_ema=False)
+    except Exception as err:  # pickle, zip and safetensors each raise their own error types
+        raise ValueError(
+            f"pretrained_path {str(path)!r} could not be read as a state_dict: {err}"
+        ) from err
+    if not isinstance(loaded, Mapping) or not all(
+        isinstance(v, torch.Tensor) for v in loaded.values()
+    ):
+        raise ValueError(
+            f"pretrained_path {str(path)!r} holds a {type(loaded).__name__}, not a state_dict "
+            "(a mapping of parameter names to tensors)"
+        )
     target = model.state_dict()
     if loaded and not (set(loaded) & set(target)) and all(k.startswith("model.") for k in loaded):
         loaded = {k.removeprefix("model."): v for k, v in loaded.items()}
