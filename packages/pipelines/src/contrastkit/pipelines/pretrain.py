@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import signal
 import sys
@@ -399,9 +400,23 @@ def _read_checkpoint_config(checkpoint: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------- the run
 
 
+def _has_accelerator_device() -> bool:
+    device_api = getattr(torch, "accelerator", None)  # torch >= 2.6
+    if device_api is not None:
+        return bool(device_api.is_available())
+    return torch.cuda.is_available()
+
+
 def _make_accelerator(config: PretrainConfig) -> Accelerator:
-    # Mixed precision and the process layout come from `accelerate launch` flags / env variables.
-    return Accelerator(gradient_accumulation_steps=config.train.grad_accum)
+    """Mixed precision and the process layout come from `accelerate launch` flags / env variables.
+
+    On a host without a GPU, accelerate only forms a multi-process (gloo) group when told to use the
+    CPU; a launcher that started several processes (`accelerate launch --multi_gpu
+    --num_processes N`, torchrun) therefore gets cpu=True here instead of N independent runs.
+    """
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    cpu = launched and not _has_accelerator_device()
+    return Accelerator(gradient_accumulation_steps=config.train.grad_accum, cpu=cpu)
 
 
 def _monitor(
@@ -524,7 +539,9 @@ def pretrain(
 
     global_step, start_epoch, start_batch = 0, 0, 0
     if checkpoint is not None:
-        state = torch.load(checkpoint / ckpt.STATE_FILE, map_location=device, weights_only=True)
+        # torch.load does not parse indexed CPU devices ("cpu:0", as accelerate names them under gloo).
+        location = "cpu" if device.type == "cpu" else device
+        state = torch.load(checkpoint / ckpt.STATE_FILE, map_location=location, weights_only=True)
         plain_model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         # Keep this run's schedule (train.epochs may have changed); restore only the position.
@@ -771,6 +788,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point. Returns the exit status: 0 done, 1 non-finite loss, 2 bad input,
     128 + signal number when SIGTERM/SIGINT stopped the run (after saving a checkpoint)."""
     args = build_parser().parse_args(argv)
+    is_main = int(os.environ.get("RANK", "0")) == 0
     try:
         config = config_from_args(args)
         result = pretrain(config, resume=args.resume)
@@ -784,16 +802,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
     if result.stopped_by is not None:
+        if is_main:
+            print(
+                f"contrastkit-pretrain: stopped by {result.stopped_by} at step {result.step}; "
+                f"checkpoint {result.checkpoint}; continue with --resume latest --output-dir {result.run_dir}",
+                file=sys.stderr,
+            )
+        return 128 + int(signal.Signals[result.stopped_by])
+    if is_main:
         print(
-            f"contrastkit-pretrain: stopped by {result.stopped_by} at step {result.step}; checkpoint "
-            f"{result.checkpoint}; continue with --resume latest --output-dir {result.run_dir}",
+            f"contrastkit-pretrain: done, {result.step} steps; checkpoint {result.checkpoint}",
             file=sys.stderr,
         )
-        return 128 + int(signal.Signals[result.stopped_by])
-    print(
-        f"contrastkit-pretrain: done, {result.step} steps; checkpoint {result.checkpoint}",
-        file=sys.stderr,
-    )
     return 0
 
 
