@@ -52,6 +52,8 @@ def extract_features(
     inputs' device for a module without any), passed through `transform` if given, then
     through the backbone. The train/eval flag of every submodule is restored afterwards, also
     when the forward raises, so a model with some frozen (eval) parts keeps them frozen.
+    An autocast context opened by the caller applies (e.g. bf16 on a GPU); the result is
+    cast to float32 either way.
 
     Args:
         backbone: module mapping a batch to (B, D) features.
@@ -87,7 +89,9 @@ def extract_features(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
 
-    device = _module_device(backbone) or inputs.device
+    device = _module_device(backbone)
+    if device is None:
+        device = inputs.device
     modes = {module: module.training for module in backbone.modules()}
     backbone.eval()
     features: Tensor | None = None
