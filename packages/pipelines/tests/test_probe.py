@@ -428,3 +428,75 @@ def test_mismatched_inputs_and_options_give_clear_errors(
     (tabular_run / "checkpoint-30" / "backbone.pt").write_bytes(b"not a state dict")
     message = _error(capsys, "--checkpoint", tabular_run, *out)
     assert "backbone.pt could not be read" in message
+
+
+# ---------------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.slow
+def test_pretrain_then_probe_then_compare_on_real_cifar(tmp_path: Path) -> None:
+    from contrastkit.pipelines import compare, pretrain
+
+    cifar = _write_small_cifar(tmp_path / "cifar", train=400, test=100)
+    smoke = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
+    run = tmp_path / "smoke"
+    status = pretrain.main(
+        ["--config", str(smoke), "--output-dir", str(run), "--data-dir", str(cifar),
+         "data.train_subset=128", "data.knn_test_subset=60", "train.epochs=1",
+         "train.batch_size=32", "train.progress_bar=false"]
+    )  # fmt: skip
+    assert status == 0
+
+    out = tmp_path / "probe"
+    run_main("--checkpoint", run, "--output-dir", out, "--epochs", "5", "--train-subset", "200",
+             "--no-tsne")  # fmt: skip
+    row = read_results(out / "results.csv")[0]
+    assert row["method"] == "simclr" and row["backbone"] == "myresnet" and row["epochs"] == "1"
+    assert row["checkpoint"] == str(run / "checkpoint-4")  # 128 images / batch 32, 1 epoch
+    assert 0.0 <= float(row["linear_top1"]) <= 100.0 and 0.0 <= float(row["knn_top1"]) <= 100.0
+    report = (out / "report.md").read_text()
+    assert "](probe_curves.png)" in report and "](nn_grid.png)" in report
+    assert "myresnet + linear classifier" in report
+
+    assert compare.main([str(run), str(out), "--output", str(tmp_path / "compare.png")]) == 0
+    assert imread(tmp_path / "compare.png").std() > 0
+
+
+# ---------------------------------------------------------------------------------- two processes
+
+
+def test_two_processes_match_one_on_the_same_global_batch(
+    tabular_run: Path, tmp_path: Path
+) -> None:
+    """accelerate launch with 2 CPU processes (gloo), per-process batch 32, trains the same head as
+    1 process with batch 64: same batches (DeviceBatches' rule), DDP averages the gradients, and
+    tabular identity views are deterministic; only the main process writes."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    repo = Path(__file__).resolve().parents[3]
+    common = ["--checkpoint", str(tabular_run), "--augment", "--epochs", "3", "--no-tsne",
+              "--no-progress"]  # fmt: skip
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_port", str(port), "packages/pipelines/probe.py", *common,
+        "--output-dir", str(tmp_path / "two"), "--batch-size", "32",
+    ]  # fmt: skip
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    done = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run_main(*common, "--output-dir", tmp_path / "one", "--batch-size", "64")
+
+    assert len(read_results(tmp_path / "two" / "results.csv")) == 1
+    one = read_history_csv(tmp_path / "one" / "metrics.csv")
+    two = read_history_csv(tmp_path / "two" / "metrics.csv")
+    assert len(one) == len(two) == 3
+    for a, b in zip(one, two, strict=True):
+        for key in ("train_loss", "val_loss", "val_top1", "lr"):
+            assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-6), (key, a, b)

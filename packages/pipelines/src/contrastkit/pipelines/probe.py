@@ -10,6 +10,7 @@ import argparse
 import hashlib
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -715,6 +716,18 @@ def _load_split(
     return data
 
 
+def make_accelerator() -> Accelerator:
+    """An Accelerator for the layout `accelerate launch` (or torchrun) set up.
+
+    On a host without a GPU, accelerate forms a multi-process (gloo) group only when told to use
+    the CPU, so several launched processes get cpu=True instead of running N independent probes.
+    """
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    device_api = getattr(torch, "accelerator", None)  # torch >= 2.6
+    has_device = device_api.is_available() if device_api is not None else torch.cuda.is_available()
+    return Accelerator(cpu=launched and not has_device)
+
+
 @dataclass
 class ProbeOutcome:
     """What `run_probe` did on the main process: the results row appended, and where."""
@@ -729,7 +742,7 @@ def run_probe(
     """Run one probe as `main` does (args from `build_parser`); None on the other processes."""
     start = time.perf_counter()
     _check_args(args)
-    accelerator = accelerator or Accelerator()
+    accelerator = accelerator or make_accelerator()
     main_process = accelerator.is_main_process
     progress = main_process and not args.no_progress
     mode = "finetune" if args.finetune else ("augment" if args.augment else "linear")
