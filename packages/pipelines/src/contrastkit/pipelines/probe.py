@@ -704,9 +704,14 @@ def _run_dir(checkpoint_dir: Path) -> Path:
 
 
 def _load_split(
-    name: str, data_dir: str, split: str, checkpoint: PretrainedCheckpoint, image_size: int | None,
-    subset: int | None, seed: int,
-) -> InMemoryDataset:  # fmt: skip
+    name: str,
+    data_dir: str,
+    split: str,
+    checkpoint: PretrainedCheckpoint,
+    image_size: int | None,
+    subset: int | None,
+    seed: int,
+) -> InMemoryDataset:
     options = checkpoint.tabular_options if name == "tabular" else {}
     data = load_dataset(
         name, data_dir, split, image_size=image_size if name != "tabular" else None, **options
@@ -915,9 +920,14 @@ def run_probe(
             test_features[queries.to(device)], train_features, k=min(_NN_NEIGHBOURS, len(train))
         )
         plot_nn_grid(
-            test.inputs[queries], test.labels[queries], train.inputs, train.labels, neighbours.cpu(),
-            output_dir / "nn_grid.png", class_names=test.classes,
-        )  # fmt: skip
+            test.inputs[queries],
+            test.labels[queries],
+            train.inputs,
+            train.labels,
+            neighbours.cpu(),
+            output_dir / "nn_grid.png",
+            class_names=test.classes,
+        )
 
     head = head.cpu()
     if mode == "finetune":
@@ -972,8 +982,11 @@ def _write_probe_report(
     num_labelled: int,
     num_test: int,
 ) -> Path:
-    what = {"linear": "frozen backbone, cached features", "augment": "frozen backbone, augmented views",
-            "finetune": "whole network fine-tuned"}[row["mode"]]  # fmt: skip
+    what = {
+        "linear": "frozen backbone, cached features",
+        "augment": "frozen backbone, augmented views",
+        "finetune": "whole network fine-tuned",
+    }[row["mode"]]
     lines = [
         "| | |",
         "| --- | --- |",
