@@ -328,25 +328,42 @@ def cached_features(
 
 
 class StandardizedLinear(nn.Module):
-    """Features standardised with fixed train statistics, then a linear layer: (N, D) -> (N, C) logits.
+    """Standardised features, then a linear layer: (N, D) float features -> (N, C) float32 logits.
 
-    The same standardisation as `train_linear_probe`, so one learning rate suits every backbone.
+    Fixed (default): (x - mean) / std with the train statistics of the pretrained features, the
+    standardisation of `train_linear_probe`, so one learning rate suits every backbone. With
+    `track_batches` (fine-tuning, where the features move as the backbone trains) the
+    standardisation is a BatchNorm1d without affine parameters whose running statistics start at
+    (mean, std^2): batch statistics in training, running ones in eval, as MAE's probe head.
     """
 
-    def __init__(self, mean: Tensor, std: Tensor, num_classes: int, seed: int) -> None:
+    def __init__(
+        self, mean: Tensor, std: Tensor, num_classes: int, seed: int, *, track_batches: bool = False
+    ) -> None:
         super().__init__()
-        self.register_buffer("mean", mean.detach().float().clone())
-        self.register_buffer("std", std.detach().float().clone())
-        self.classifier = LinearClassifier(mean.shape[0], num_classes)
+        dim = mean.shape[0]
+        self.norm: nn.BatchNorm1d | None = None
+        if track_batches:
+            self.norm = nn.BatchNorm1d(dim, affine=False, eps=1e-6)
+            with torch.no_grad():
+                self.norm.running_mean.copy_(mean.float())
+                self.norm.running_var.copy_(std.float() ** 2)
+        else:
+            self.register_buffer("mean", mean.detach().float().clone())
+            self.register_buffer("std", std.detach().float().clone())
+        self.classifier = LinearClassifier(dim, num_classes)
         generator = torch.Generator().manual_seed(seed)
         with torch.no_grad():  # MoCo's lincls init, seeded without touching the global RNG
             self.classifier.linear.weight.copy_(
-                torch.randn(num_classes, mean.shape[0], generator=generator) * 0.01
+                torch.randn(num_classes, dim, generator=generator) * 0.01
             )
             self.classifier.linear.bias.zero_()
 
     def forward(self, features: Tensor) -> Tensor:
-        return self.classifier((features.float() - self.mean) / self.std)
+        features = features.float()
+        if self.norm is not None:
+            return self.classifier(self.norm(features))
+        return self.classifier((features - self.mean) / self.std)
 
 
 class _BackboneAndHead(nn.Module):
@@ -865,7 +882,9 @@ def run_probe(
         assert mean is not None and std is not None
         trained = train_on_views(
             backbone,
-            StandardizedLinear(mean, std, train.num_classes, args.seed),
+            StandardizedLinear(
+                mean, std, train.num_classes, args.seed, track_batches=args.finetune
+            ),
             train.subset(labelled),
             test,
             accelerator=accelerator,
