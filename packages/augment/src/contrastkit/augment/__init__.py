@@ -1,5 +1,51 @@
-"""contrastkit.augment: Batched on-device multi-view augmentation for self-supervised learning, built on kornia."""
+"""contrastkit.augment: batched on-device multi-view augmentation for self-supervised learning.
 
+``make_views("simclr", 32, seed=0)(uint8_batch)`` gives two views with per-sample random crops,
+flips and colors, drawn and computed on the batch's own device.
+"""
+
+from contrastkit.augment import functional
 from contrastkit.augment._version import __version__
+from contrastkit.augment.factory import IMAGE_RECIPES, TABULAR_RECIPES, make_views
+from contrastkit.augment.multiview import MultiViewAugment
+from contrastkit.augment.normalization import DATASET_NORMALIZATION, dataset_normalization
+from contrastkit.augment.params import ViewParams, sample_view_params
+from contrastkit.augment.recipes import (
+    NoiseRecipe,
+    ViewRecipe,
+    byol,
+    cifar_eval,
+    default_blur_kernel_size,
+    gaussian_noise,
+    identity,
+    isd,
+    linear_probe,
+    mocov2,
+    simclr,
+)
+from contrastkit.augment.view import apply_view
 
-__all__ = ["__version__"]
+__all__ = [
+    "DATASET_NORMALIZATION",
+    "IMAGE_RECIPES",
+    "TABULAR_RECIPES",
+    "MultiViewAugment",
+    "NoiseRecipe",
+    "ViewParams",
+    "ViewRecipe",
+    "__version__",
+    "apply_view",
+    "byol",
+    "cifar_eval",
+    "dataset_normalization",
+    "default_blur_kernel_size",
+    "functional",
+    "gaussian_noise",
+    "identity",
+    "isd",
+    "linear_probe",
+    "make_views",
+    "mocov2",
+    "sample_view_params",
+    "simclr",
+]

@@ -1,0 +1,242 @@
+"""View recipes: the per-view augmentation settings of SimCLR, MoCo v2, BYOL, ISD and linear probing.
+
+A recipe is a frozen, validated dataclass; the constructors below return the published presets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+CropMode = Literal["resized", "padded", "none"]
+CROP_MODES: tuple[str, ...] = ("resized", "padded", "none")
+
+# SimCLR applies Gaussian blur on ImageNet but not on CIFAR; solo-learn and lightly switch it off
+# below 64 px, because a 3-tap kernel on a 32 px image mostly destroys detail the encoder needs.
+BLUR_MIN_SIZE = 64
+
+
+def default_blur_kernel_size(size: int) -> int:
+    """Blur kernel side for an output of ``size`` px: 10% of the size, made odd (SimCLR/BYOL: 224 -> 23)."""
+    return int(0.1 * size) // 2 * 2 + 1
+
+
+def _check_probability(name: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
+
+
+def _as_float_pair(name: str, value: Any) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a pair of numbers (low, high), got {value!r}") from None
+    if not (math.isfinite(low) and math.isfinite(high)) or low > high:
+        raise ValueError(f"{name} must be a finite pair with low <= high, got {value!r}")
+    return low, high
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class ViewRecipe:
+    """How one view of an RGB image batch is drawn; defaults are SimCLR's CIFAR view.
+
+    The ops run in this order, each sample drawing its own parameters:
+    crop (+ flip) -> color jitter (random op order) -> grayscale -> Gaussian blur -> solarize.
+
+    Fields:
+        size: output side in px; every view is (N, C, size, size).
+        crop: ``"resized"`` = RandomResizedCrop(size, crop_scale, crop_ratio), bilinear;
+            ``"padded"`` = RandomCrop(size) of the image zero-padded by ``crop_padding`` px
+            (the CIFAR linear-probe crop); ``"none"`` = the whole image, resized to ``size`` if needed.
+        crop_scale: (low, high) fraction of the image area a resized crop covers, 0 < low <= high <= 1.
+        crop_ratio: (low, high) aspect ratio width/height of a resized crop, drawn log-uniformly.
+        crop_padding: zero padding in px on each side for ``crop="padded"``.
+        flip_p: probability of a horizontal flip.
+        brightness, contrast, saturation: jitter strengths s >= 0; the factor is uniform in
+            [max(0, 1 - s), 1 + s] (torchvision's ColorJitter convention).
+        hue: jitter strength in [0, 0.5]; the hue shift is uniform in [-hue, hue] turns of the HSV circle.
+        jitter_p: probability that a sample is color-jittered at all.
+        gray_p: probability of converting a sample to 3-channel grayscale (ITU-R 601-2 luma).
+        blur_p: probability of a Gaussian blur.
+        blur_sigma: (low, high) range of the blur's standard deviation in px, 0 < low.
+        blur_kernel_size: odd kernel side in px; None -> ``default_blur_kernel_size(size)``.
+        solarize_p: probability of solarizing (x -> 1 - x where x >= solarize_threshold).
+        solarize_threshold: threshold on the [0, 1] intensity scale.
+    """
+
+    size: int
+    crop: CropMode = "resized"
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    crop_ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)
+    crop_padding: int = 4
+    flip_p: float = 0.5
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.4
+    hue: float = 0.1
+    jitter_p: float = 0.8
+    gray_p: float = 0.2
+    blur_p: float = 0.0
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    blur_kernel_size: int | None = None
+    solarize_p: float = 0.0
+    solarize_threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not _is_int(self.size) or self.size < 1:
+            raise ValueError(f"size must be an int >= 1, got {self.size!r}")
+        if self.crop not in CROP_MODES:
+            raise ValueError(f"crop must be one of {CROP_MODES}, got {self.crop!r}")
+        # YAML and CLI hand over lists; store tuples so the recipe stays hashable and frozen.
+        scale = _as_float_pair("crop_scale", self.crop_scale)
+        if not 0.0 < scale[0] <= scale[1] <= 1.0:
+            raise ValueError(
+                f"crop_scale must satisfy 0 < low <= high <= 1, got {self.crop_scale!r}"
+            )
+        ratio = _as_float_pair("crop_ratio", self.crop_ratio)
+        if not ratio[0] > 0.0:
+            raise ValueError(f"crop_ratio must satisfy 0 < low <= high, got {self.crop_ratio!r}")
+        sigma = _as_float_pair("blur_sigma", self.blur_sigma)
+        if not sigma[0] > 0.0:
+            raise ValueError(f"blur_sigma must satisfy 0 < low <= high, got {self.blur_sigma!r}")
+        object.__setattr__(self, "crop_scale", scale)
+        object.__setattr__(self, "crop_ratio", ratio)
+        object.__setattr__(self, "blur_sigma", sigma)
+        if not _is_int(self.crop_padding) or self.crop_padding < 0:
+            raise ValueError(f"crop_padding must be an int >= 0, got {self.crop_padding!r}")
+        for name in ("flip_p", "jitter_p", "gray_p", "blur_p", "solarize_p"):
+            _check_probability(name, getattr(self, name))
+        for name in ("brightness", "contrast", "saturation"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0.0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if not (isinstance(self.hue, (int, float)) and 0.0 <= self.hue <= 0.5):
+            raise ValueError(f"hue must be in [0, 0.5] (turns of the hue circle), got {self.hue!r}")
+        kernel = self.blur_kernel_size
+        if kernel is not None and (not _is_int(kernel) or kernel < 1 or kernel % 2 == 0):
+            raise ValueError(f"blur_kernel_size must be None or an odd int >= 1, got {kernel!r}")
+        if not (
+            isinstance(self.solarize_threshold, (int, float))
+            and 0.0 <= self.solarize_threshold <= 1.0
+        ):
+            raise ValueError(
+                f"solarize_threshold must be in [0, 1], got {self.solarize_threshold!r}"
+            )
+
+    @property
+    def kernel_size(self) -> int:
+        """The blur kernel side actually used, in px."""
+        if self.blur_kernel_size is not None:
+            return self.blur_kernel_size
+        return default_blur_kernel_size(self.size)
+
+    @property
+    def uses_jitter(self) -> bool:
+        strengths = (self.brightness, self.contrast, self.saturation, self.hue)
+        return self.jitter_p > 0.0 and any(s > 0.0 for s in strengths)
+
+    @property
+    def uses_color(self) -> bool:
+        """Whether any op needs RGB input (jitter, grayscale)."""
+        return self.uses_jitter or self.gray_p > 0.0
+
+
+@dataclass(frozen=True)
+class NoiseRecipe:
+    """One view of a tabular or generic float batch (N, ...): x + std * standard normal noise.
+
+    ``std = 0`` is the identity view (i-Mix's domain-agnostic setting: no augmentation at all).
+    ``std`` is in the units of the input features; the preset 0.1 assumes standardized features.
+    """
+
+    std: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.std, (int, float)) and math.isfinite(self.std) and self.std >= 0.0):
+            raise ValueError(f"std must be a finite number >= 0, got {self.std!r}")
+
+
+def _with_overrides(recipe: ViewRecipe, overrides: dict[str, Any]) -> ViewRecipe:
+    fields = {f.name for f in dataclasses.fields(ViewRecipe)} - {"size"}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"unknown ViewRecipe field(s) {unknown}; valid fields: {sorted(fields)}")
+    return dataclasses.replace(recipe, **overrides)
+
+
+def _blur_p(size: int, p: float) -> float:
+    return p if size >= BLUR_MIN_SIZE else 0.0
+
+
+def simclr(size: int, **overrides: Any) -> ViewRecipe:
+    """SimCLR view: crop scale 0.08-1, flip 0.5, jitter (0.4, 0.4, 0.4, 0.1) p=0.8, gray 0.2, blur 0.5 at >= 64 px."""
+    recipe = ViewRecipe(size=size, blur_p=_blur_p(size, 0.5))
+    return _with_overrides(recipe, overrides)
+
+
+def mocov2(size: int, **overrides: Any) -> ViewRecipe:
+    """MoCo v2 view: as SimCLR with crop scale 0.2-1 (blur 0.5 at >= 64 px)."""
+    recipe = ViewRecipe(size=size, crop_scale=(0.2, 1.0), blur_p=_blur_p(size, 0.5))
+    return _with_overrides(recipe, overrides)
+
+
+def byol(size: int, **overrides: Any) -> tuple[ViewRecipe, ViewRecipe]:
+    """BYOL's asymmetric pair: jitter (0.4, 0.4, 0.2, 0.1) p=0.8, gray 0.2, then
+    view 1 blur p=1.0, no solarize; view 2 blur p=0.1, solarize p=0.2 (blur only at >= 64 px).
+
+    ``overrides`` apply to both views.
+    """
+    common = {"saturation": 0.2}
+    first = ViewRecipe(size=size, blur_p=_blur_p(size, 1.0), solarize_p=0.0, **common)
+    second = ViewRecipe(size=size, blur_p=_blur_p(size, 0.1), solarize_p=0.2, **common)
+    return _with_overrides(first, overrides), _with_overrides(second, overrides)
+
+
+def isd(size: int, **overrides: Any) -> tuple[ViewRecipe, ViewRecipe]:
+    """ISD's (weak, strong) pair: weak = crop scale 0.2-1 + flip, for the teacher;
+    strong = the MoCo v2 view, for the student (UMBCvision/ISD ``aug_weak`` / ``aug_strong``).
+
+    ``overrides`` apply to both views.
+    """
+    weak = ViewRecipe(
+        size=size, crop_scale=(0.2, 1.0), jitter_p=0.0, gray_p=0.0, blur_p=0.0, solarize_p=0.0
+    )
+    return _with_overrides(weak, overrides), mocov2(size, **overrides)
+
+
+def linear_probe(size: int, **overrides: Any) -> ViewRecipe:
+    """Linear-probe training view: RandomCrop(size) of the image zero-padded by 4 px, flip 0.5, no color."""
+    recipe = ViewRecipe(
+        size=size,
+        crop="padded",
+        crop_padding=4,
+        jitter_p=0.0,
+        gray_p=0.0,
+        blur_p=0.0,
+        solarize_p=0.0,
+    )
+    return _with_overrides(recipe, overrides)
+
+
+def cifar_eval(**overrides: Any) -> ViewRecipe:
+    """``linear_probe(32)``: the standard CIFAR linear-probe augmentation."""
+    return linear_probe(32, **overrides)
+
+
+def identity(size: int, **overrides: Any) -> ViewRecipe:
+    """No augmentation: the whole image, resized to ``size`` only if it is not size x size already."""
+    recipe = ViewRecipe(
+        size=size, crop="none", flip_p=0.0, jitter_p=0.0, gray_p=0.0, blur_p=0.0, solarize_p=0.0
+    )
+    return _with_overrides(recipe, overrides)
+
+
+def gaussian_noise(std: float = 0.1) -> NoiseRecipe:
+    """Tabular/generic view: additive Gaussian noise of standard deviation ``std`` (feature units)."""
+    return NoiseRecipe(std=std)
