@@ -80,37 +80,38 @@ class PretrainedCheckpoint:
     config: dict[str, Any]
     meta: dict[str, Any]
 
-    def _get(self, section: str, key: str, default: Any = None) -> Any:
+    def get(self, section: str, key: str, default: Any = None) -> Any:
+        """config[section][key], or `default` when either is missing."""
         values = self.config.get(section) or {}
         return values.get(key, default) if isinstance(values, dict) else default
 
     @property
     def method(self) -> str:
-        return str(self._get("method", "name", self.meta.get("method", "")))
+        return str(self.get("method", "name", self.meta.get("method", "")))
 
     @property
     def backbone_name(self) -> str:
-        return str(self._get("model", "backbone"))
+        return str(self.get("model", "backbone"))
 
     @property
     def backbone_kwargs(self) -> dict[str, Any]:
-        return dict(self._get("model", "backbone_kwargs") or {})
+        return dict(self.get("model", "backbone_kwargs") or {})
 
     @property
     def dataset(self) -> str:
-        return str(self._get("data", "dataset"))
+        return str(self.get("data", "dataset"))
 
     @property
     def data_dir(self) -> str | None:
-        return self._get("data", "data_dir")
+        return self.get("data", "data_dir")
 
     @property
     def image_size(self) -> int | None:
-        return self._get("data", "image_size")
+        return self.get("data", "image_size")
 
     @property
     def tabular_options(self) -> dict[str, Any]:
-        return dict(self._get("data", "tabular_options") or {})
+        return dict(self.get("data", "tabular_options") or {})
 
     @property
     def epochs(self) -> float | int | None:
@@ -121,7 +122,7 @@ class PretrainedCheckpoint:
             done = step / per_epoch
             return int(done) if done.is_integer() else round(done, 3)
         epoch = self.meta.get("epoch")
-        return epoch if epoch is not None else self._get("train", "epochs")
+        return epoch if epoch is not None else self.get("train", "epochs")
 
     @property
     def step(self) -> int | None:
@@ -146,7 +147,7 @@ def find_checkpoint(path: str | Path) -> Path:
         folder = Path(resolve_checkpoint(path))
     except (FileNotFoundError, ValueError) as error:
         raise FileNotFoundError(
-            f"--checkpoint {str(path)!r} is not usable: {error} (expected {_CHECKPOINT_EXPECTED})"
+            f"--checkpoint: {error}; a checkpoint folder holds backbone.pt, config.yaml and meta.json"
         ) from None
     missing = [name for name in ("backbone.pt", "config.yaml") if not (folder / name).is_file()]
     if missing:
@@ -175,8 +176,8 @@ def load_checkpoint(path: str | Path) -> PretrainedCheckpoint:
             raise ValueError(f"{folder / 'meta.json'} is not valid JSON: {error}") from None
     checkpoint = PretrainedCheckpoint(folder, config, meta if isinstance(meta, dict) else {})
     for section, key, value in (
-        ("model", "backbone", checkpoint._get("model", "backbone")),
-        ("data", "dataset", checkpoint._get("data", "dataset")),
+        ("model", "backbone", checkpoint.get("model", "backbone")),
+        ("data", "dataset", checkpoint.get("data", "dataset")),
     ):
         if not value:
             raise ValueError(
@@ -800,7 +801,7 @@ def run_probe(
     test = _load_split(name, data_dir, "test", checkpoint, image_size, args.test_subset, args.seed)
     # Inputs are normalized as in pretraining: the statistics the backbone's first layer saw.
     view_dataset = AUGMENT_DATASET[checkpoint.dataset] if train.kind == "image" else "tabular"
-    channels_last = train.kind == "image" and bool(checkpoint._get("model", "channels_last", False))
+    channels_last = train.kind == "image" and bool(checkpoint.get("model", "channels_last", False))
     if channels_last:
         backbone = backbone.to(memory_format=torch.channels_last)
     transform = identity_transform(view_dataset, _view_size(train), channels_last)
