@@ -4,7 +4,7 @@ Prints one table per device (CPU always, CUDA when present). Each cell runs in a
 subprocess so its peak memory is its own. Usage:
 
     python bench/objectives.py            # N in {256, 1024, 4096}, D = 128, MoCo/ISD queue K = 65536
-    python bench/objectives.py --quick    # N = 256 only, K = 4096, 1 timed repeat: a smoke run
+    python bench/objectives.py --quick    # N = 256 only, K = 4096: a smoke run
 
 Columns:
 - contrastkit: `nt_xent_loss`; `moco_loss` + `MemoryQueue.enqueue`; `isd_loss`.
@@ -14,10 +14,12 @@ Columns:
   (its MoCo-style loss, bank update included); shown only when `lightly` is importable (it is
   a bench-only dependency; lightly has no ISD loss).
 
-Time: median over the timed repeats of one forward+backward (CUDA: synchronised, CUDA events);
-the first call is a warm-up. Peak memory: on CPU the growth of the process's peak resident set
-(getrusage ru_maxrss) over the resident set just before the warm-up call, i.e. everything the
-step allocated at its peak beyond its inputs (Linux only); on CUDA
+Time: the best of several forward+backward calls (at least 3, more while they take under 2 s
+in all; CUDA: CUDA events, synchronised); a tiny step and the first full call are warm-ups.
+The minimum, because on a shared machine other processes only ever add time.
+Peak memory: on CPU the growth of the process's peak resident set over its resident set just
+before the first full call (the kernel's VmHWM mark, reset through /proc/self/clear_refs
+first), i.e. what the step held at its peak beyond its inputs (Linux only); on CUDA
 `torch.cuda.max_memory_allocated()` minus the memory allocated before the call. Nothing here
 asserts on time.
 """
@@ -26,10 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
-import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -114,14 +113,48 @@ def _make_step(loss: str, impl: str, n: int, k: int, device: torch.device) -> Ca
     return lambda: isd_loss(a, b, memory.keys, ISD_STUDENT_T, ISD_TEACHER_T).backward()
 
 
-def _resident_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def _reset_peak_resident() -> bool:
+    """Reset the kernel's peak-RSS mark (VmHWM) to the current RSS (Linux >= 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024  # reported in kB
+    raise OSError(f"{field} not in /proc/self/status")
+
+
+def _timed(step: Callable[[], None], device: torch.device, repeats: int) -> float:
+    """Best of at least `repeats` calls (more while under 2 s in all, at most 30), in ms."""
+    times: list[float] = []
+    while len(times) < repeats or (sum(times) < 2000 and len(times) < 30):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            step()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            begin = time.perf_counter()
+            step()
+            times.append((time.perf_counter() - begin) * 1e3)
+    return min(times)
 
 
 def _measure(loss: str, impl: str, n: int, k: int, device_name: str, repeats: int) -> dict:
     device = torch.device(device_name)
     try:
+        # A tiny step first, so one-time costs (thread pools, autograd engine, kernel caches)
+        # count neither in the time nor in the peak memory.
+        _make_step(loss, impl, 8, 64, device)()
         step = _make_step(loss, impl, n, k, device)
     except ImportError as error:
         return {"skip": str(error)}
@@ -132,26 +165,14 @@ def _measure(loss: str, impl: str, n: int, k: int, device_name: str, repeats: in
         step()
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated() - before
-        times = []
-        for _ in range(repeats):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            step()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end))
-    else:
-        linux = sys.platform.startswith("linux")
-        before = _resident_bytes() if linux else 0
+    elif _reset_peak_resident():
+        before = _status_bytes("VmRSS")
         step()
-        # ru_maxrss is in KiB on Linux.
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before if linux else -1
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            step()
-            times.append((time.perf_counter() - start) * 1e3)
-    return {"ms": statistics.median(times), "peak_mb": peak / 2**20 if peak >= 0 else None}
+        peak = _status_bytes("VmHWM") - before
+    else:
+        step()
+        peak = -1
+    return {"ms": _timed(step, device, repeats), "peak_mb": peak / 2**20 if peak >= 0 else None}
 
 
 def _run_cell(loss: str, impl: str, n: int, k: int, device: str, repeats: int) -> dict:
@@ -197,7 +218,9 @@ def main() -> None:
         devices.append("cpu")
     if args.device in ("all", "cuda") and torch.cuda.is_available():
         devices.append("cuda")
-    print(f"torch {torch.__version__}, D={DIM}, MoCo/ISD queue K={queue_size}, median of {repeats}")
+    print(
+        f"torch {torch.__version__}, D={DIM}, MoCo/ISD queue K={queue_size}, best of >= {repeats}"
+    )
     for device in devices:
         if device == "cpu":
             where = f"{_cpu_name()}, {torch.get_num_threads()} threads"
