@@ -102,7 +102,7 @@ CASES = {
     ),
     "queue ndim": (
         lambda: isd_loss(A, B, Q[0]),
-        r"queue must have shape \(N, D\), got shape \(3,\)",
+        r"queue must have shape \(K, D\), got shape \(3,\)",
     ),
     "queue integer": (lambda: moco_loss(A, B, Q.long()), r"queue must have a floating dtype"),
     "queue empty": (lambda: isd_loss(A, B, Q[:0]), r"queue must be non-empty, got shape \(0, 3\)"),
@@ -211,7 +211,7 @@ CASES = {
     ),
     "enqueue ndim": (
         lambda: MemoryQueue(4, 3).enqueue(torch.randn(3)),
-        r"keys must have shape \(N, D\), got shape \(3,\)",
+        r"keys must have shape \(B, 3\), got shape \(3,\)",
     ),
     "enqueue empty": (
         lambda: MemoryQueue(4, 3).enqueue(torch.randn(0, 3)),

@@ -21,12 +21,12 @@ NORM_EPS = 1e-12
 ROW_SUM_TOLERANCE = 1e-3
 
 
-def check_embeddings(name: str, x: object) -> Tensor:
-    """Raise unless `x` is a non-empty floating (N, D) tensor; return it."""
+def check_embeddings(name: str, x: object, shape: str = "(N, D)") -> Tensor:
+    """Raise unless `x` is a non-empty floating 2-d tensor (described as `shape`); return it."""
     if not isinstance(x, Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.ndim != 2:
-        raise ValueError(f"{name} must have shape (N, D), got shape {tuple(x.shape)}")
+        raise ValueError(f"{name} must have shape {shape}, got shape {tuple(x.shape)}")
     if not x.is_floating_point():
         raise ValueError(f"{name} must have a floating dtype, got {x.dtype}")
     if x.shape[0] == 0 or x.shape[1] == 0:
@@ -54,7 +54,7 @@ def check_same_shape(name_a: str, a: Tensor, name_b: str, b: Tensor) -> None:
 
 def check_queue(queue: object, dim: int) -> Tensor:
     """Raise unless `queue` is a non-empty floating (K, D) tensor with D == `dim`; return it."""
-    queue = check_embeddings("queue", queue)
+    queue = check_embeddings("queue", queue, "(K, D)")
     if queue.shape[1] != dim:
         raise ValueError(
             f"queue dim must equal the embedding dim {dim}, got queue shape {tuple(queue.shape)}"

@@ -45,7 +45,7 @@ class MemoryQueue(nn.Module):
         all ranks are first all-gathered (rank order; every rank must pass the same B), so every
         rank holds the same queue. The pointer stays on the device: no host sync.
         """
-        check_embeddings("keys", keys)
+        check_embeddings("keys", keys, f"(B, {self.dim})")
         if keys.shape[1] != self.dim:
             raise ValueError(
                 f"keys must have shape (B, {self.dim}) to match the queue dim, got {tuple(keys.shape)}"
