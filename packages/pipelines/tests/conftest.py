@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
 from pretrain_helpers import write_toy_cifar
+
+# The tests run tiny models whose ops take microseconds: with several OpenMP threads they spend
+# most of their time spinning in thread barriers (and far more when the machine is busy). One
+# thread here, and the same in every subprocess, so in-process and subprocess runs also compute
+# bit-identical numbers (the resume tests compare them).
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -54,7 +54,6 @@ from contrastkit.pipelines.knn import knn_accuracy
 from contrastkit.pipelines.methods import PretrainMethod, build_method
 from contrastkit.pipelines.metrics import MetricsLogger
 from contrastkit.pipelines.optim import build_optimizer, build_scheduler, scaled_lr
-from contrastkit.pipelines.plots import plot_pretrain_curves
 
 CURVES_FILE = "curves.png"
 # Normalisation constants make_views uses for each data.dataset.
@@ -400,6 +399,13 @@ def _read_checkpoint_config(checkpoint: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------- the run
 
 
+def _plot_curves(metrics_csv: Path, out_png: Path) -> None:
+    # Imported here: matplotlib takes about a second to import and only the main process plots.
+    from contrastkit.pipelines.plots import plot_pretrain_curves
+
+    plot_pretrain_curves(metrics_csv, out_png)
+
+
 def _has_accelerator_device() -> bool:
     device_api = getattr(torch, "accelerator", None)  # torch >= 2.6
     if device_api is not None:
@@ -638,6 +644,16 @@ def pretrain(
                 "Try a lower optimizer.lr, train.clip_grad, or bf16 instead of fp16."
             )
 
+    def check_parameters(step: int) -> None:
+        # A finite loss can still leave inf/NaN weights behind (an exploding update): never save those.
+        finite = torch.stack([p.isfinite().all() for p in plain_model.parameters()]).all()
+        if not bool(finite):
+            raise NonFiniteLossError(
+                f"the model's parameters became NaN or infinite at step {step}; stopping without "
+                f"checkpointing this state (the last good checkpoint is {last_checkpoint}). "
+                "Try a lower optimizer.lr or train.clip_grad."
+            )
+
     try:
         model.train()
         for epoch in range(start_epoch, train.epochs):
@@ -713,10 +729,11 @@ def pretrain(
                     correct_sum.zero_()
                     steps_in_log, log_time = 0, now
                 if end_of_epoch and is_main:
-                    plot_pretrain_curves(logger.path, run_dir / CURVES_FILE)
+                    _plot_curves(logger.path, run_dir / CURVES_FILE)
                 periodic = train.checkpoint_every and global_step % train.checkpoint_every == 0
                 if periodic or end_of_epoch or signum:
                     check_finite(global_step)
+                    check_parameters(global_step)
                     position = (epoch + 1, 0) if end_of_epoch else (epoch, batch_index + 1)
                     last_checkpoint = save(global_step, *position)
                 if signum:
