@@ -5,7 +5,8 @@ in this process, and in a DataLoader with 2 and 8 workers; kornia's Augmentation
 whole batch. Columns: 32x32 (batch 512) and 96x96 (batch 256). Images are the real CIFAR-10 test
 images when ../shared/data/cifar10 is there (upsampled bilinearly to 96 px for the 96 column),
 random ones otherwise. On CUDA it also prints the augmentation share of a SimCLR ResNet-18 step.
-Prints markdown. Wall-clock times, best of --reps after a warm-up.
+Prints markdown: views per wall-clock second and, for in-process rows, per CPU-second of this
+process (robust on a busy shared machine); best of --reps after a warm-up.
 
     python bench/augment.py                     # full table, about 2 minutes on 2 CPU cores
     python bench/augment.py --reps 1 --workers 2 --threads 1
@@ -67,16 +68,30 @@ def load_images(n: int, size: int) -> tuple[torch.Tensor, str]:
 
 def best_seconds(
     fn: Callable[[], object], reps: int, sync: Callable[[], None] = lambda: None
-) -> float:
+) -> tuple[float, float]:
+    """(best wall-clock seconds, best CPU seconds of this process) over `reps` calls after a warm-up.
+
+    CPU seconds count only this process's work, so they stay meaningful on a busy shared machine.
+    """
     fn()
     sync()
-    best = float("inf")
+    best_wall = best_cpu = float("inf")
     for _ in range(reps):
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         fn()
         sync()
-        best = min(best, time.perf_counter() - start)
-    return best
+        best_wall = min(best_wall, time.perf_counter() - wall)
+        best_cpu = min(best_cpu, time.process_time() - cpu)
+    return best_wall, best_cpu
+
+
+Rate = tuple[
+    float, float | None
+]  # (views per second, views per CPU-second of this process or None)
+
+
+def _rate(views: int, seconds: tuple[float, float]) -> Rate:
+    return views / seconds[0], views / seconds[1]
 
 
 def torchvision_simclr(size: int):
@@ -130,15 +145,15 @@ def kornia_simclr(size: int):
     return K.AugmentationSequential(*ops)
 
 
-def bench_ours(images: torch.Tensor, device: str, reps: int) -> float:
+def bench_ours(images: torch.Tensor, device: str, reps: int) -> Rate:
     batch = images.to(device)
     views = make_views("simclr", images.shape[-1], seed=0)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    seconds = best_seconds(lambda: views(batch), reps, sync)
-    return 2 * len(images) / seconds
+    rate = _rate(2 * len(images), best_seconds(lambda: views(batch), reps, sync))
+    return rate if device == "cpu" else (rate[0], None)
 
 
-def bench_torchvision_loop(images: torch.Tensor, reps: int) -> float:
+def bench_torchvision_loop(images: torch.Tensor, reps: int) -> Rate:
     transform = torchvision_simclr(images.shape[-1])
 
     def run() -> None:
@@ -146,10 +161,10 @@ def bench_torchvision_loop(images: torch.Tensor, reps: int) -> float:
             transform(image)
             transform(image)
 
-    return 2 * len(images) / best_seconds(run, reps)
+    return _rate(2 * len(images), best_seconds(run, reps))
 
 
-def bench_torchvision_loader(images: torch.Tensor, workers: int) -> float:
+def bench_torchvision_loader(images: torch.Tensor, workers: int) -> Rate:
     """Views/s over one epoch of 2 * workers batches, with workers already started by a first epoch."""
     batches = max(4, 2 * workers)
     dataset = TwoViewDataset(images.repeat(batches, 1, 1, 1), torchvision_simclr(images.shape[-1]))
@@ -162,10 +177,10 @@ def bench_torchvision_loader(images: torch.Tensor, workers: int) -> float:
     for _ in loader:
         pass
     seconds = time.perf_counter() - start
-    return 2 * len(dataset) / seconds
+    return 2 * len(dataset) / seconds, None
 
 
-def bench_kornia(images: torch.Tensor, reps: int) -> float:
+def bench_kornia(images: torch.Tensor, reps: int) -> Rate:
     augment = kornia_simclr(images.shape[-1])
 
     def run() -> None:
@@ -173,7 +188,7 @@ def bench_kornia(images: torch.Tensor, reps: int) -> float:
         augment(batch)
         augment(batch)
 
-    return 2 * len(images) / best_seconds(run, reps)
+    return _rate(2 * len(images), best_seconds(run, reps))
 
 
 def resnet18_step_share(images: torch.Tensor, reps: int) -> tuple[float, float]:
@@ -187,7 +202,7 @@ def resnet18_step_share(images: torch.Tensor, reps: int) -> tuple[float, float]:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     batch = images.cuda()
     views = make_views("simclr", images.shape[-1], seed=0)
-    augment_s = best_seconds(lambda: views(batch), reps, torch.cuda.synchronize)
+    augment_s = best_seconds(lambda: views(batch), reps, torch.cuda.synchronize)[0]
     inputs = torch.cat(views(batch)).contiguous(memory_format=torch.channels_last)
 
     def step() -> None:
@@ -197,11 +212,11 @@ def resnet18_step_share(images: torch.Tensor, reps: int) -> tuple[float, float]:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    step_s = best_seconds(step, reps, torch.cuda.synchronize)
+    step_s = best_seconds(step, reps, torch.cuda.synchronize)[0]
     return augment_s * 1e3, step_s * 1e3
 
 
-def measure_all(images: torch.Tensor, args: argparse.Namespace) -> dict[str, float]:
+def measure_all(images: torch.Tensor, args: argparse.Namespace) -> dict[str, Rate]:
     """Views/s of every row for one batch of images."""
     results = {
         "contrastkit.augment, CPU, batched": bench_ours(images, "cpu", args.reps),
@@ -229,7 +244,7 @@ def main() -> None:
         "--workers", type=int, nargs="*", default=[2, 8], help="DataLoader worker counts"
     )
     parser.add_argument(
-        "--loader-batches", type=int, default=3, help="timed batches per DataLoader row"
+        "--threads", type=int, default=None, help="torch threads (default: torch's choice)"
     )
     parser.add_argument("--skip-dataloader", action="store_true")
     args = parser.parse_args()
@@ -242,13 +257,13 @@ def main() -> None:
     import torchvision
 
     settings = [(32, 512), (96, 256)]
-    rows: dict[str, list[float]] = {}
+    rows: dict[str, list[Rate]] = {}
     sources = []
     for size, batch in settings:
         images, source = load_images(batch, size)
         sources.append(f"{size} px: {source}")
-        for name, views_per_s in measure_all(images, args).items():
-            rows.setdefault(name, []).append(views_per_s)
+        for name, rate in measure_all(images, args).items():
+            rows.setdefault(name, []).append(rate)
 
     baseline = rows["torchvision v2, per image, 1 process"]
     print(
@@ -261,12 +276,20 @@ def main() -> None:
     )
     print("images: " + "; ".join(sources))
     print()
-    header = " | ".join(f"{s}x{s} (batch {b}) views/s | vs torchvision" for s, b in settings)
+    header = " | ".join(
+        f"{s}x{s} views/s (batch {b}) | vs tv | {s}x{s} views/CPU-s | vs tv" for s, b in settings
+    )
     print(f"| SimCLR views | {header} |")
-    print("|---" * (1 + 2 * len(settings)) + "|")
-    for name, values in rows.items():
-        cells = " | ".join(f"{v:,.0f} | {v / base:.1f}x" for v, base in zip(values, baseline))
-        print(f"| {name} | {cells} |")
+    print("|---" * (1 + 4 * len(settings)) + "|")
+    for name, rates in rows.items():
+        cells = []
+        for (wall, cpu), (base_wall, base_cpu) in zip(rates, baseline):
+            cells += [f"{wall:,.0f}", f"{wall / base_wall:.1f}x"]
+            if cpu is None or base_cpu is None:
+                cells += ["n/a", ""]
+            else:
+                cells += [f"{cpu:,.0f}", f"{cpu / base_cpu:.1f}x"]
+        print(f"| {name} | {' | '.join(cells)} |")
 
     if torch.cuda.is_available():
         images, _ = load_images(512, 32)

@@ -121,10 +121,11 @@ def _torchvision_jitter(
     return image
 
 
-def test_color_jitter_matches_torchvision_in_each_samples_order() -> None:
+@pytest.mark.parametrize("compact", [True, False])
+def test_color_jitter_matches_torchvision_in_each_samples_order(compact: bool) -> None:
     params = sample_view_params(simclr(32), 64, 32, 32, torch.Generator().manual_seed(3))
     images = _images(64)
-    ours = AF.color_jitter(images, params.factors, params.order, params.jitter)
+    ours = AF.color_jitter(images, params.factors, params.order, params.jitter, compact=compact)
     for i in range(64):
         expected = images[i]
         if params.jitter[i]:

@@ -82,7 +82,8 @@ def _jitter_by_hand(image: torch.Tensor, factors: list[float], order: list[int])
     return out.squeeze(0)
 
 
-def test_color_jitter_applies_each_samples_ops_in_its_own_order() -> None:
+@pytest.mark.parametrize("compact", [True, False])
+def test_color_jitter_applies_each_samples_ops_in_its_own_order(compact: bool) -> None:
     n = 24
     x = _images(n=n, size=4, seed=2)
     g = torch.Generator().manual_seed(3)
@@ -98,14 +99,16 @@ def test_color_jitter_applies_each_samples_ops_in_its_own_order() -> None:
     order = torch.rand(n, 4, generator=g).argsort(dim=1)
     apply = torch.rand(n, generator=g) < 0.8
     apply[0], apply[1] = False, True
-    out = AF.color_jitter(x, factors, order, apply)
+    x_before = x.clone()
+    out = AF.color_jitter(x, factors, order, apply, compact=compact)
+    assert torch.equal(x, x_before)  # the input is not modified
     for i in range(n):
         expected = (
             _jitter_by_hand(x[i], factors[i].tolist(), order[i].tolist()) if apply[i] else x[i]
         )
         torch.testing.assert_close(out[i], expected, atol=2e-6, rtol=0)
     # The order matters: reversing it changes the result of a non-trivial sample.
-    reversed_out = AF.color_jitter(x, factors, order.flip(1), apply)
+    reversed_out = AF.color_jitter(x, factors, order.flip(1), apply, compact=compact)
     assert not torch.allclose(reversed_out[1], out[1], atol=1e-4)
 
 
@@ -242,3 +245,40 @@ def test_padded_crop_is_a_zero_filled_window_by_hand() -> None:
                 inside = 0 <= y < 6 and 0 <= xcol < 6
                 expected = x[n, :, y, xcol] if inside else torch.zeros(3, dtype=torch.uint8)
                 assert torch.equal(out[n, :, i, j], expected)
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda: AF.adjust_brightness(torch.rand(3, 5, 5), torch.ones(3)), r"\(N, C, H, W\)"),
+        (
+            lambda: AF.adjust_contrast(torch.rand(2, 3, 4, 4), torch.ones(3)),
+            "factor must have shape",
+        ),
+        (lambda: AF.adjust_saturation(torch.rand(2, 1, 4, 4), torch.ones(2)), "RGB"),
+        (
+            lambda: AF.adjust_hue(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.zeros(2)),
+            "floating point",
+        ),
+        (
+            lambda: AF.color_jitter(torch.rand(2, 3, 4, 4), torch.ones(2, 3), torch.zeros(2, 4)),
+            "factors",
+        ),
+        (
+            lambda: AF.rgb_to_grayscale(torch.rand(2, 3, 4, 4), torch.ones(3, dtype=torch.bool)),
+            "apply",
+        ),
+        (lambda: AF.gaussian_blur(torch.rand(2, 3, 8, 8), torch.ones(2), 4), "odd"),
+        (lambda: AF.gaussian_blur(torch.rand(2, 3, 3, 3), torch.ones(2), 9), "at least 5 px"),
+        (lambda: AF.solarize(torch.rand(2, 3, 4, 4), torch.ones(2, 1, dtype=torch.bool)), "apply"),
+        (lambda: AF.normalize(torch.rand(2, 3, 4, 4), (0.5,), (0.5,)), "one entry per channel"),
+        (lambda: AF.resized_crop(torch.rand(2, 3, 4, 4), torch.zeros(2, 3), 4), "boxes"),
+        (
+            lambda: AF.padded_crop(torch.rand(2, 3, 4, 4), torch.zeros(2, 2), 4, padding=-1),
+            "padding",
+        ),
+    ],
+)
+def test_bad_arguments_raise_value_error_naming_them(call, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        call()

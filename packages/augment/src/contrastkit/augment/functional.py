@@ -6,7 +6,7 @@ definition of the torchvision.transforms.v2.functional op of the same name, appl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +18,25 @@ LUMA_WEIGHTS: tuple[float, float, float] = (0.2989, 0.587, 0.114)
 
 # Column of each op in a (N, 4) jitter-factor tensor and its value in an (N, 4) order tensor.
 BRIGHTNESS, CONTRAST, SATURATION, HUE = 0, 1, 2, 3
+
+
+def _check_images(images: object, rgb: bool = False, floating: bool = True) -> None:
+    if not isinstance(images, Tensor) or images.ndim != 4:
+        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"images must be an (N, C, H, W) tensor, got {shape}")
+    if floating and not images.is_floating_point():
+        raise ValueError(
+            f"images must be floating point on the [0, 1] scale, got dtype {images.dtype}"
+        )
+    if rgb and images.shape[1] != 3:
+        raise ValueError(f"images must be RGB (C = 3), got shape {tuple(images.shape)}")
+
+
+def _check_per_sample(name: str, value: object, n: int, trailing: tuple[int, ...] = ()) -> None:
+    expected = (n, *trailing)
+    if not isinstance(value, Tensor) or tuple(value.shape) != expected:
+        shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+        raise ValueError(f"{name} must have shape {expected} (one entry per sample), got {shape}")
 
 
 def _per_sample(value: Tensor, images: Tensor) -> Tensor:
@@ -61,17 +80,23 @@ def _is_zero(values: Tensor) -> Tensor:
 
 def adjust_brightness(images: Tensor, factor: Tensor) -> Tensor:
     """images * factor, clamped to [0, 1]; factor: (N,) >= 0."""
+    _check_images(images)
+    _check_per_sample("factor", factor, images.shape[0])
     return images.mul(_per_sample(factor, images)).clamp_(0.0, 1.0)
 
 
 def adjust_contrast(images: Tensor, factor: Tensor) -> Tensor:
     """Blend each sample with the mean of its own grayscale image; factor: (N,) >= 0."""
+    _check_images(images, rgb=True)
+    _check_per_sample("factor", factor, images.shape[0])
     mean = _luma(images).mean(dim=(1, 2, 3), keepdim=True)
     return _blend(images, factor, mean)
 
 
 def adjust_saturation(images: Tensor, factor: Tensor) -> Tensor:
     """Blend each sample with its grayscale image; factor: (N,) >= 0 (0 gives grayscale)."""
+    _check_images(images, rgb=True)
+    _check_per_sample("factor", factor, images.shape[0])
     return _blend(images, factor, _luma(images))
 
 
@@ -84,6 +109,8 @@ def adjust_hue(images: Tensor, shift: Tensor) -> Tensor:
     This equals torchvision's adjust_hue up to float rounding, with float arithmetic only
     (boolean masks and torch.where are an order of magnitude slower on the CPU).
     """
+    _check_images(images, rgb=True)
+    _check_per_sample("shift", shift, images.shape[0])
     r, g, b = images.unbind(dim=1)
     max_c = images.amax(dim=1)
     min_c = images.amin(dim=1)
@@ -155,6 +182,7 @@ def color_jitter(
     order: Tensor,
     apply: Tensor | None = None,
     use_hue: bool = True,
+    compact: bool | None = None,
 ) -> Tensor:
     """torchvision's ColorJitter, with its own factors and op order per sample.
 
@@ -166,24 +194,57 @@ def color_jitter(
             the op applied at each position.
         apply: (N,) bool, which samples are jittered at all; None = all.
         use_hue: False skips the hue op for every sample (a recipe with hue strength 0).
+        compact: compute each step only on the samples it changes (gather, compute, scatter back).
+            That needs data-dependent shapes, free on the CPU but a device sync on a GPU, where every
+            step instead runs on the whole batch with identity weights. None = compact on the CPU.
 
     Returns:
         (N, 3, H, W) float in [0, 1].
     """
+    _check_images(images, rgb=True)
+    n = images.shape[0]
+    _check_per_sample("factors", factors, n, (4,))
+    _check_per_sample("order", order, n, (4,))
+    if apply is not None:
+        _check_per_sample("apply", apply, n)
     if apply is None:
         apply = torch.ones(images.shape[0], dtype=torch.bool, device=images.device)
+    if compact is None:
+        compact = images.device.type == "cpu"
     factor, luma_weight, mean_weight = _jitter_plan(factors, order, apply, use_hue)
     steps = factor.shape[1]
     hue_after = 3 if use_hue else steps  # the hue pass sits between steps 2 and 3
+    if compact:
+        images = images.clone()  # updated in place below; the caller's tensor stays as it was
     for step in range(steps):
         if step == hue_after:
-            images = _select(images, adjust_hue(images, factors[:, HUE]), apply)
-        images = _jitter_step(images, factor[:, step], luma_weight[:, step], mean_weight[:, step])
+            if compact:
+                _update_subset(images, apply, adjust_hue, factors[:, HUE])
+            else:
+                images = _select(images, adjust_hue(images, factors[:, HUE]), apply)
+        weights = (factor[:, step], luma_weight[:, step], mean_weight[:, step])
+        if compact:
+            # Factor 1 is the identity (inactive steps have factor 1 and zero weights).
+            _update_subset(images, weights[0] != 1.0, _jitter_step, *weights)
+        else:
+            images = _jitter_step(images, *weights)
     return images
+
+
+def _update_subset(
+    images: Tensor, mask: Tensor, op: Callable[..., Tensor], *per_sample: Tensor
+) -> None:
+    """In place: images[mask] = op(images[mask], *(p[mask] for p in per_sample))."""
+    index = torch.nonzero(mask).squeeze(1)
+    if index.numel() > 0:
+        images[index] = op(images[index], *(p[index] for p in per_sample))
 
 
 def rgb_to_grayscale(images: Tensor, apply: Tensor | None = None) -> Tensor:
     """(N, 3, H, W) -> (N, 3, H, W): the luma replicated to 3 channels where ``apply`` (N,) is set."""
+    _check_images(images, rgb=True)
+    if apply is not None:
+        _check_per_sample("apply", apply, images.shape[0])
     luma = _luma(images).expand_as(images)
     if apply is None:
         return luma.contiguous()
@@ -217,6 +278,10 @@ def gaussian_blur(
     ``use_kornia``: filter with kornia's ``filter2d_separable`` (one grouped convolution per axis,
     good on GPUs) or with shifted slices (faster on the CPU); None picks by device.
     """
+    _check_images(images)
+    _check_per_sample("sigma", sigma, images.shape[0])
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be an odd int >= 1, got {kernel_size}")
     if kernel_size > min(images.shape[-2:]) * 2 - 1:
         raise ValueError(
             f"blur kernel_size {kernel_size} needs images of at least {(kernel_size + 1) // 2} px "
@@ -239,6 +304,8 @@ def gaussian_blur(
 
 def solarize(images: Tensor, apply: Tensor, threshold: float = 0.5) -> Tensor:
     """x -> 1 - x where x >= threshold, for the samples where ``apply`` (N,) is set."""
+    _check_images(images)
+    _check_per_sample("apply", apply, images.shape[0])
     # sign(x - t) is exactly 0 only at x == t, so this is the exact x >= t test, as floats.
     at_or_above = torch.sign(images - threshold).add_(1.0).clamp_(max=1.0)
     weight = at_or_above.mul_(_per_sample(apply, images))
@@ -247,6 +314,11 @@ def solarize(images: Tensor, apply: Tensor, threshold: float = 0.5) -> Tensor:
 
 def normalize(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
     """(x - mean) / std per channel, in place; mean and std have one entry per channel."""
+    _check_images(images)
+    if len(mean) != images.shape[1] or len(std) != images.shape[1]:
+        raise ValueError(
+            f"mean and std need one entry per channel ({images.shape[1]}), got {len(mean)} and {len(std)}"
+        )
     # Python scalars per channel rather than a (C,) tensor: no host-to-device copy on CUDA.
     for channel, (m, s) in enumerate(zip(mean, std, strict=True)):
         images[:, channel].sub_(m).div_(s)
@@ -296,6 +368,12 @@ def resized_crop(images: Tensor, boxes: Tensor, size: int, flip: Tensor | None =
     Returns:
         (N, C, size, size) float.
     """
+    _check_images(images)
+    _check_per_sample("boxes", boxes, images.shape[0], (4,))
+    if flip is not None:
+        _check_per_sample("flip", flip, images.shape[0])
+    if size < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
     n, _, height, width = images.shape
     boxes = boxes.to(device=images.device, dtype=torch.float32)
     top, left, box_h, box_w = boxes.unbind(dim=1)
@@ -340,6 +418,12 @@ def padded_crop(
     Returns:
         (N, C, size, size), the images' dtype.
     """
+    _check_images(images, floating=False)
+    _check_per_sample("top_left", top_left, images.shape[0], (2,))
+    if flip is not None:
+        _check_per_sample("flip", flip, images.shape[0])
+    if size < 1 or padding < 0:
+        raise ValueError(f"size must be >= 1 and padding >= 0, got size={size}, padding={padding}")
     n, channels, _, width = images.shape
     padded = F.pad(images, (padding, padding, padding, padding)) if padding > 0 else images
     top_left = top_left.to(device=images.device, dtype=torch.int64) + padding
