@@ -24,7 +24,7 @@ from contrastkit.pipelines.checkpoint import (
 )
 from contrastkit.pipelines.config import config_from_dict, config_to_dict, load_config
 from contrastkit.pipelines.metrics import read_metrics
-from contrastkit.pipelines.pretrain import PretrainResult, pretrain
+from contrastkit.pipelines.pretrain import PretrainResult, run_pretrain
 
 
 def _fake_checkpoint(run_dir: Path, step: int) -> Path:
@@ -126,7 +126,7 @@ def test_mismatch_report_names_fields() -> None:
 
 def _run(tmp_path: Path, **sections: dict) -> PretrainResult:
     raw = tiny_tabular_config(tmp_path / "run", **sections)
-    return pretrain(config_from_dict(raw), train_data=toy_tabular(128))
+    return run_pretrain(config_from_dict(raw), train_data=toy_tabular(128))
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
@@ -182,7 +182,7 @@ def test_incompatible_resume_is_refused_and_writes_nothing(tmp_path: Path) -> No
             changed[section].update(values)
         pattern = rf"(?s)cannot resume from .*checkpoint-8.*\n  {re.escape(field)}: checkpoint"
         with pytest.raises(ValueError, match=pattern):
-            pretrain(config_from_dict(changed), resume="latest", train_data=toy_tabular(128))
+            run_pretrain(config_from_dict(changed), resume="latest", train_data=toy_tabular(128))
         assert _snapshot(result.run_dir) == before, field
 
 
@@ -191,13 +191,13 @@ def test_new_run_into_a_run_dir_is_refused(tmp_path: Path) -> None:
     before = _snapshot(result.run_dir)
     raw = tiny_tabular_config(tmp_path / "run")
     with pytest.raises(ValueError, match=r"already holds checkpoints .*--resume latest"):
-        pretrain(config_from_dict(raw), train_data=toy_tabular(128))
+        run_pretrain(config_from_dict(raw), train_data=toy_tabular(128))
     assert _snapshot(result.run_dir) == before
 
 
 def test_resume_latest_without_checkpoint_starts_fresh(tmp_path: Path) -> None:
     raw = tiny_tabular_config(tmp_path / "run")
-    result = pretrain(config_from_dict(raw), resume="latest", train_data=toy_tabular(128))
+    result = run_pretrain(config_from_dict(raw), resume="latest", train_data=toy_tabular(128))
     assert result.step == 8
 
 
@@ -205,7 +205,9 @@ def test_training_can_be_extended_on_resume(tmp_path: Path) -> None:
     first = _run(tmp_path, train={"epochs": 1, "warmup_epochs": 0})
     assert first.step == 4
     longer = tiny_tabular_config(tmp_path / "run", train={"epochs": 3, "warmup_epochs": 0})
-    second = pretrain(config_from_dict(longer), resume=first.run_dir, train_data=toy_tabular(128))
+    second = run_pretrain(
+        config_from_dict(longer), resume=first.run_dir, train_data=toy_tabular(128)
+    )
     assert second.step == 12
     assert [int(r["step"]) for r in read_metrics(second.run_dir / "metrics.csv")] == list(
         range(1, 13)

@@ -28,7 +28,7 @@ from contrastkit.pipelines.data import InMemoryDataset
 from contrastkit.pipelines.methods import METHODS, build_method
 from contrastkit.pipelines.methods.base import shuffled_key_forward, two_views
 from contrastkit.pipelines.metrics import read_metrics
-from contrastkit.pipelines.pretrain import PretrainModel, pretrain
+from contrastkit.pipelines.pretrain import PretrainModel, run_pretrain
 
 FEATURES = 6
 
@@ -255,7 +255,7 @@ def test_loss_decreases_on_tabular_toy(tmp_path: Path, name: str, imix: str) -> 
         train={"epochs": 2, "batch_size": 32, "warmup_epochs": 0.25, "knn_every": 2, "knn_k": 20},
     )
     train, test = toy_tabular(512, FEATURES), toy_tabular(64, FEATURES, seed=1)
-    result = pretrain(config_from_dict(raw), train_data=train, test_data=test)
+    result = run_pretrain(config_from_dict(raw), train_data=train, test_data=test)
     rows = read_metrics(result.run_dir / "metrics.csv")
     losses = [float(r["loss"]) for r in rows]
     assert len(losses) == 32 and result.step == 32
@@ -285,7 +285,7 @@ def test_cutmix_loss_decreases_on_image_toy(tmp_path: Path, name: str) -> None:
         "prediction_hidden_dim": 32,
     }
     raw["data"] = {"dataset": "cifar10", "image_size": 16, "augment": "simclr"}
-    result = pretrain(config_from_dict(raw), train_data=data)
+    result = run_pretrain(config_from_dict(raw), train_data=data)
     losses = [float(r["loss"]) for r in read_metrics(result.run_dir / "metrics.csv")]
     assert len(losses) == 12
     assert _decreased(losses, skip=2, window=3), losses

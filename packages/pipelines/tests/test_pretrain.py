@@ -33,14 +33,14 @@ from contrastkit.pipelines.checkpoint import list_checkpoints, read_meta, resolv
 from contrastkit.pipelines.config import config_from_dict, load_config
 from contrastkit.pipelines.data import DeviceBatches
 from contrastkit.pipelines.metrics import METRIC_COLUMNS, read_metrics
-from contrastkit.pipelines.pretrain import NonFiniteLossError, main, pretrain
+from contrastkit.pipelines.pretrain import NonFiniteLossError, main, run_pretrain
 
 
 def test_image_run_writes_every_output(tmp_path: Path, toy_cifar_dir: Path) -> None:
     raw = tiny_image_config(
         tmp_path / "run", toy_cifar_dir, method={"name": "moco"}, train={"online_linear": True}
     )
-    result = pretrain(config_from_dict(raw))
+    result = run_pretrain(config_from_dict(raw))
     run = result.run_dir
     assert (result.step, result.epoch, result.stopped_by) == (10, 2, None)
     rows = read_metrics(run / "metrics.csv")
@@ -106,7 +106,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path) ->
         NonFiniteLossError,
         match=rf"NaN or infinite at or before step {bad_step}.*checkpoint-{bad_step - 1}",
     ):
-        pretrain(config_from_dict(raw), train_data=data)
+        run_pretrain(config_from_dict(raw), train_data=data)
     run = tmp_path / "run"
     assert resolve_checkpoint(run).name == f"checkpoint-{bad_step - 1}"
     assert [int(r["step"]) for r in read_metrics(run / "metrics.csv")] == list(range(1, bad_step))
@@ -119,7 +119,7 @@ def test_gradient_accumulation_counts_optimizer_steps(tmp_path: Path) -> None:
     raw = tiny_tabular_config(
         tmp_path / "run", train={"batch_size": 16, "grad_accum": 2, "epochs": 2}
     )
-    result = pretrain(config_from_dict(raw), train_data=toy_tabular(128))
+    result = run_pretrain(config_from_dict(raw), train_data=toy_tabular(128))
     rows = read_metrics(result.run_dir / "metrics.csv")
     assert result.step == 8 == len(rows)  # 8 micro-batches per epoch -> 4 steps
     assert float(rows[0]["lr"]) == pytest.approx(0.1 * 32 / 256)  # global batch = 16 x 2
@@ -150,7 +150,7 @@ def test_image_folder_through_a_dataloader(tmp_path: Path) -> None:
     }
     config = config_from_dict(raw)
     assert config.data.loader == "dataloader"
-    result = pretrain(config)
+    result = run_pretrain(config)
     rows = read_metrics(result.run_dir / "metrics.csv")
     assert len(rows) == 5 and rows[-1]["knn_top1"]
 
@@ -208,7 +208,6 @@ def test_console_script_is_installed() -> None:
     assert done.returncode == 0 and "--resume latest|PATH" in done.stdout
 
 
-@pytest.mark.slow
 def test_smoke_config_on_real_cifar(tmp_path: Path) -> None:
     data_dir = SHARED_DATA / "cifar10"
     if not (data_dir / "cifar10_train_1.npz").is_file():

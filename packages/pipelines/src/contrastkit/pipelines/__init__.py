@@ -73,7 +73,7 @@ from contrastkit.pipelines.pretrain import (
     NonFiniteLossError,
     PretrainModel,
     PretrainResult,
-    pretrain,
+    run_pretrain,
 )
 from contrastkit.pipelines.report import (
     append_results,
@@ -137,12 +137,12 @@ __all__ = [
     "plot_pretrain_curves",
     "plot_probe_curves",
     "plot_tsne",
-    "pretrain",
     "read_meta",
     "read_metrics",
     "read_results",
     "resolve_checkpoint",
     "results_table_markdown",
+    "run_pretrain",
     "save_config",
     "scaled_lr",
     "topk_accuracy",

@@ -1,7 +1,7 @@
 """The pretrain pipeline on accelerate: config -> data -> model -> loop -> checkpoints.
 
 `accelerate launch packages/pipelines/pretrain.py --config CONFIG.yaml` (or `contrastkit-pretrain`)
-runs `main`; `pretrain(config)` is the same run from Python.
+runs `main`; `run_pretrain(config)` is the same run from Python.
 """
 
 from __future__ import annotations
@@ -466,7 +466,7 @@ def _monitor(
     return result
 
 
-def pretrain(
+def run_pretrain(
     config: PretrainConfig,
     *,
     resume: str | Path | None = None,
@@ -808,7 +808,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     is_main = int(os.environ.get("RANK", "0")) == 0
     try:
         config = config_from_args(args)
-        result = pretrain(config, resume=args.resume)
+        result = run_pretrain(config, resume=args.resume)
     except (ValueError, FileNotFoundError) as error:
         print(f"contrastkit-pretrain: error: {error}", file=sys.stderr)
         return 2
