@@ -156,10 +156,11 @@ def _blur_by_hand(image: torch.Tensor, sigma: float, k: int) -> torch.Tensor:
     return out
 
 
-def test_gaussian_blur_per_sample_sigma_with_reflect_padding() -> None:
+@pytest.mark.parametrize("use_kornia", [True, False])
+def test_gaussian_blur_per_sample_sigma_with_reflect_padding(use_kornia: bool) -> None:
     x = _images(n=3, size=6, seed=4)
     sigma = torch.tensor([0.5, 1.7, 0.0])
-    out = AF.gaussian_blur(x, sigma, kernel_size=5)
+    out = AF.gaussian_blur(x, sigma, kernel_size=5, use_kornia=use_kornia)
     torch.testing.assert_close(out[0], _blur_by_hand(x[0], 0.5, 5), atol=1e-6, rtol=0)
     torch.testing.assert_close(out[1], _blur_by_hand(x[1], 1.7, 5), atol=1e-6, rtol=0)
     assert torch.equal(out[2], x[2])  # sigma 0 = unit impulse, bit-exact identity
