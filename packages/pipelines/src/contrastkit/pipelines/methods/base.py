@@ -86,8 +86,10 @@ def shuffled_key_forward(encoder: nn.Module, x: Tensor, seed: int) -> Tensor:
         return encoder(x)[1]
     n = x.shape[0]
     everything = _all_gather(x, world_size)
-    generator = torch.Generator().manual_seed(seed)
-    permutation = torch.randperm(world_size * n, generator=generator).to(x.device)
+    # Drawn on the batch's device (no host-to-device copy); the same seed and device type give
+    # the same permutation on every rank.
+    generator = torch.Generator(device=x.device).manual_seed(seed)
+    permutation = torch.randperm(world_size * n, generator=generator, device=x.device)
     keys = encoder(everything[permutation[rank * n : (rank + 1) * n]])[1]
     gathered = _all_gather(keys, world_size)
     unshuffled = torch.empty_like(gathered)
