@@ -234,3 +234,16 @@ def test_smoke_config_on_real_cifar(tmp_path: Path) -> None:
     assert (run / "curves.png").stat().st_size > 1000
     checkpoint = resolve_checkpoint(run)
     assert (checkpoint / "backbone.pt").is_file() and read_meta(checkpoint)["step"] == steps
+
+
+def test_compiled_backbones_match_eager(tmp_path: Path) -> None:
+    losses = {}
+    for compiled in (False, True):
+        raw = tiny_tabular_config(
+            tmp_path / str(compiled), method={"name": "moco"}, model={"compile": compiled},
+            train={"epochs": 1},
+        )  # fmt: skip
+        result = run_pretrain(config_from_dict(raw), train_data=toy_tabular(128))
+        losses[compiled] = [float(r["loss"]) for r in read_metrics(result.run_dir / "metrics.csv")]
+    assert len(losses[True]) == 4
+    assert losses[True] == pytest.approx(losses[False], rel=1e-4)
