@@ -186,6 +186,15 @@ def test_incompatible_resume_is_refused_and_writes_nothing(tmp_path: Path) -> No
         assert _snapshot(result.run_dir) == before, field
 
 
+def test_resume_on_changed_data_is_refused(tmp_path: Path) -> None:
+    result = _run(tmp_path)
+    before = _snapshot(result.run_dir)
+    raw = tiny_tabular_config(tmp_path / "run")
+    with pytest.raises(ValueError, match="4 steps per epoch, this run's data gives 2"):
+        run_pretrain(config_from_dict(raw), resume="latest", train_data=toy_tabular(64))
+    assert _snapshot(result.run_dir) == before
+
+
 def test_new_run_into_a_run_dir_is_refused(tmp_path: Path) -> None:
     result = _run(tmp_path)
     before = _snapshot(result.run_dir)

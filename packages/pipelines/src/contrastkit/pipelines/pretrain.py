@@ -513,6 +513,15 @@ def run_pretrain(
             f"one epoch gives {data.batches.batches_per_epoch} batches per process, fewer than "
             f"train.grad_accum={train.grad_accum}: lower grad_accum or batch_size"
         )
+    if (
+        checkpoint is not None
+        and int(meta.get("steps_per_epoch", steps_per_epoch)) != steps_per_epoch
+    ):
+        raise ValueError(
+            f"cannot resume from {str(checkpoint)!r}: it was written with "
+            f"{meta['steps_per_epoch']} steps per epoch, this run's data gives {steps_per_epoch} "
+            "(the training data changed); nothing was written"
+        )
     batches_used = steps_per_epoch * train.grad_accum
     total_steps = steps_per_epoch * train.epochs
     warmup_steps = min(round(train.warmup_epochs * steps_per_epoch), total_steps)
