@@ -47,6 +47,7 @@ RESUMABLE_CHANGES: frozenset[str] = frozenset(
         "data.knn_train_subset",
         "data.knn_test_subset",
         "model.compile",
+        "joint.eval_every",
     }
 )
 

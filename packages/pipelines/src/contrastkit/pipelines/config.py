@@ -1,7 +1,9 @@
-"""The pretrain configuration: one dataclass per YAML section, validated on construction.
+"""The pretrain (and joint training) configuration: one dataclass per YAML section, validated on
+construction.
 
 Loaded from YAML, overridden from the command line with `section.field=value`, and saved
 (resolved, every default filled in) as `config.yaml` in the run directory and each checkpoint.
+`JointTrainingConfig` is the pretrain config plus a `joint:` section.
 """
 
 from __future__ import annotations
@@ -327,6 +329,24 @@ class TrainConfig:
             raise _fail(s, "output_dir", self.output_dir, "a directory path")
 
 
+@dataclass
+class JointConfig:
+    """`joint:` supervised + self-supervised training (`joint.py`):
+    loss = CE(classifier(backbone(views[0])), labels) + ssl_weight * the method's loss."""
+
+    ssl_weight: float = 1.0
+    label_smoothing: float = 0.0
+    eval_every: int = 1
+
+    def __post_init__(self) -> None:
+        s = "joint"
+        _check_types(self, s)
+        _check_min(s, "ssl_weight", self.ssl_weight, 0.0, strict=False)
+        _check_min(s, "eval_every", self.eval_every, 1, strict=False)
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise _fail(s, "label_smoothing", self.label_smoothing, "in [0, 1)")
+
+
 SECTIONS: dict[str, type] = {
     "method": MethodConfig,
     "model": ModelConfig,
@@ -368,6 +388,30 @@ class PretrainConfig:
             )
 
 
+@dataclass
+class JointTrainingConfig(PretrainConfig):
+    """A joint training run: the pretrain sections plus `joint` (the supervised term's weighting)."""
+
+    joint: JointConfig = field(default_factory=JointConfig)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.joint, JointConfig):
+            raise ValueError(f"joint must be a JointConfig, got {self.joint!r}")
+        if self.train.online_linear:
+            raise ValueError(
+                "train.online_linear=true adds a detached probe, but joint training trains its "
+                "classifier on the backbone itself; use train.online_linear=false"
+            )
+
+
+def config_sections(config_class: type[PretrainConfig] = PretrainConfig) -> dict[str, type]:
+    """Section name -> dataclass of a config class (SECTIONS for PretrainConfig, plus `joint` for
+    JointTrainingConfig)."""
+    hints = typing.get_type_hints(config_class)
+    return {f.name: hints[f.name] for f in dataclasses.fields(config_class)}
+
+
 # ---------------------------------------------------------------- dicts, YAML, overrides
 
 
@@ -385,7 +429,7 @@ def config_to_dict(config: PretrainConfig) -> dict[str, dict[str, Any]]:
         name: {
             f.name: plain(getattr(getattr(config, name), f.name)) for f in dataclasses.fields(cls)
         }
-        for name, cls in SECTIONS.items()
+        for name, cls in config_sections(type(config)).items()
     }
 
 
@@ -395,29 +439,33 @@ def _unknown_key(key: str, valid: Sequence[str], where: str) -> ValueError:
     return ValueError(f"unknown key {key!r} in {where}; valid keys: {sorted(valid)}.{hint}")
 
 
-def config_from_dict(data: Mapping[str, Any] | None) -> PretrainConfig:
-    """Build and validate a PretrainConfig from `{section: {field: value}}`; missing fields take defaults.
+def config_from_dict(
+    data: Mapping[str, Any] | None, config_class: type[PretrainConfig] = PretrainConfig
+) -> PretrainConfig:
+    """Build and validate a config (PretrainConfig, or `config_class`) from `{section: {field: value}}`;
+    missing fields take defaults.
 
     Raises ValueError for an unknown section or field (listing the valid ones, with the closest
     match) and for any invalid value (naming `section.field`, the value and what is allowed).
     """
+    known = config_sections(config_class)
     data = {} if data is None else data
     if not isinstance(data, Mapping):
-        raise ValueError(f"a config must be a mapping of sections {list(SECTIONS)}, got {data!r}")
+        raise ValueError(f"a config must be a mapping of sections {list(known)}, got {data!r}")
     sections: dict[str, Any] = {}
     for name, values in data.items():
-        if name not in SECTIONS:
-            raise _unknown_key(str(name), list(SECTIONS), "the config's top level")
+        if name not in known:
+            raise _unknown_key(str(name), list(known), "the config's top level")
         values = {} if values is None else values
         if not isinstance(values, Mapping):
             raise ValueError(f"config section {name!r} must be a mapping of fields, got {values!r}")
-        cls = SECTIONS[name]
+        cls = known[name]
         valid = [f.name for f in dataclasses.fields(cls)]
         for key in values:
             if key not in valid:
                 raise _unknown_key(str(key), valid, f"section {name!r}")
         sections[name] = cls(**values)
-    return PretrainConfig(**sections)
+    return config_class(**sections)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -439,15 +487,20 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return path, value
 
 
-def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+def apply_overrides(
+    data: Mapping[str, Any],
+    overrides: Sequence[str],
+    config_class: type[PretrainConfig] = PretrainConfig,
+) -> dict[str, Any]:
     """A copy of the raw config dict with every `section.field=value` override applied (in order)."""
+    known = config_sections(config_class)
     result: dict[str, Any] = {k: dict(v or {}) for k, v in data.items()}
     for text in overrides:
         path, value = parse_override(text)
         section, name, *deeper = path
-        if section not in SECTIONS:
-            raise _unknown_key(section, list(SECTIONS), f"override {text!r}")
-        valid = [f.name for f in dataclasses.fields(SECTIONS[section])]
+        if section not in known:
+            raise _unknown_key(section, list(known), f"override {text!r}")
+        valid = [f.name for f in dataclasses.fields(known[section])]
         if name not in valid:
             raise _unknown_key(name, valid, f"section {section!r} (override {text!r})")
         target = result.setdefault(section, {})
@@ -488,10 +541,17 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return dict(data)
 
 
-def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> PretrainConfig:
-    """Read a YAML config (or start from the defaults when `path` is None), apply overrides, validate."""
+def load_config(
+    path: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    config_class: type[PretrainConfig] = PretrainConfig,
+) -> PretrainConfig:
+    """Read a YAML config (or start from the defaults when `path` is None), apply overrides, validate.
+
+    config_class: PretrainConfig (default) or JointTrainingConfig (adds the `joint:` section).
+    """
     data = read_config_file(path) if path is not None else {}
-    return config_from_dict(apply_overrides(data, overrides))
+    return config_from_dict(apply_overrides(data, overrides, config_class), config_class)
 
 
 def config_to_yaml(config: PretrainConfig) -> str:
