@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +49,23 @@ class MetricsLogger:
 
     resume_step: None starts a new log (an old metrics.csv is replaced); a step keeps the rows
     with step <= resume_step and appends after them. Only the main process should create one.
-    Columns are METRIC_COLUMNS; a row may leave any column out (written empty).
+    columns: the header (METRIC_COLUMNS for pretraining; joint training logs its own); a row may
+    leave any column out (written empty). tensorboard_prefix: the TensorBoard tag folder.
     """
 
     def __init__(
-        self, run_dir: str | Path, *, resume_step: int | None = None, tensorboard: bool = True
+        self,
+        run_dir: str | Path,
+        *,
+        resume_step: int | None = None,
+        tensorboard: bool = True,
+        columns: Sequence[str] = METRIC_COLUMNS,
+        tensorboard_prefix: str = "pretrain",
     ) -> None:
+        if "step" not in columns:
+            raise ValueError(f"columns must include 'step', got {list(columns)}")
+        self.columns = tuple(columns)
+        self._prefix = tensorboard_prefix
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / METRICS_FILE
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -63,12 +74,12 @@ class MetricsLogger:
             kept = [r for r in read_metrics(self.path) if _row_step(r) <= resume_step]
         tmp = self.path.with_name(f".{METRICS_FILE}.tmp")
         with open(tmp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
+            writer = csv.DictWriter(handle, fieldnames=self.columns, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(kept)
         os.replace(tmp, self.path)
         self._handle = open(self.path, "a", newline="")  # noqa: SIM115 - lives as long as the logger
-        self._writer = csv.DictWriter(self._handle, fieldnames=METRIC_COLUMNS)
+        self._writer = csv.DictWriter(self._handle, fieldnames=self.columns)
         self._tensorboard = (
             _open_tensorboard(self.run_dir / TENSORBOARD_DIR, resume_step) if tensorboard else None
         )
@@ -78,21 +89,21 @@ class MetricsLogger:
         return self._tensorboard is not None
 
     def log(self, row: Mapping[str, Any]) -> None:
-        """Write one row (keys from METRIC_COLUMNS; `step` required) and flush it to disk."""
-        unknown = set(row) - set(METRIC_COLUMNS)
+        """Write one row (keys from `columns`; `step` required) and flush it to disk."""
+        unknown = set(row) - set(self.columns)
         if unknown:
             raise ValueError(
-                f"unknown metric column(s) {sorted(unknown)}; columns: {list(METRIC_COLUMNS)}"
+                f"unknown metric column(s) {sorted(unknown)}; columns: {list(self.columns)}"
             )
         if "step" not in row:
             raise ValueError(f"a metrics row needs a 'step', got {dict(row)}")
-        self._writer.writerow({k: _format(row.get(k)) for k in METRIC_COLUMNS})
+        self._writer.writerow({k: _format(row.get(k)) for k in self.columns})
         self._handle.flush()
         if self._tensorboard is not None:
             step = int(row["step"])
             for key, value in row.items():
                 if key not in ("step",) and isinstance(value, int | float) and value is not None:
-                    self._tensorboard.add_scalar(f"pretrain/{key}", value, step)
+                    self._tensorboard.add_scalar(f"{self._prefix}/{key}", value, step)
             self._tensorboard.flush()
 
     def close(self) -> None:
