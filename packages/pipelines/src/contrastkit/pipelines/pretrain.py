@@ -1,7 +1,8 @@
 """The pretrain pipeline on accelerate: config -> data -> model -> loop -> checkpoints.
 
 `accelerate launch packages/pipelines/pretrain.py --config CONFIG.yaml` (or `contrastkit-pretrain`)
-runs `main`; `run_pretrain(config)` is the same run from Python.
+runs `main`; `run_pretrain(config)` is the same run from Python. The loop is shared with joint
+training (`joint.py`): a `TrainingTask` says what is trained and reported, the loop does the rest.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,7 @@ from contrastkit.pipelines.data import (
 from contrastkit.pipelines.features import extract_features
 from contrastkit.pipelines.knn import knn_accuracy
 from contrastkit.pipelines.methods import PretrainMethod, build_method
-from contrastkit.pipelines.metrics import MetricsLogger
+from contrastkit.pipelines.metrics import METRIC_COLUMNS, MetricsLogger
 from contrastkit.pipelines.optim import build_optimizer, build_scheduler, scaled_lr
 
 CURVES_FILE = "curves.png"
@@ -93,6 +94,13 @@ class StepOutput:
     ssl_loss: Tensor  # the method's objective alone (what metrics.csv logs as `loss`)
     online_correct: Tensor | None  # fraction of the batch the online classifier gets right
 
+    def logged(self) -> dict[str, Tensor]:
+        """metrics.csv column -> scalar of this batch; the loop averages them over logged steps."""
+        values = {"loss": self.ssl_loss}
+        if self.online_correct is not None:
+            values["online_top1"] = 100.0 * self.online_correct
+        return values
+
 
 class PretrainModel(nn.Module):
     """The module accelerate prepares (and DDP wraps): the method plus the online linear classifier.
@@ -105,6 +113,18 @@ class PretrainModel(nn.Module):
         super().__init__()
         self.method = method
         self.classifier = classifier
+
+    @property
+    def backbone(self) -> nn.Module:
+        """The student backbone: what `backbone.pt` saves."""
+        return self.method.backbone
+
+    def backbones(self) -> list[nn.Module]:
+        """Every backbone the forward runs: what `model.compile` compiles."""
+        return self.method.backbones()
+
+    def on_optimizer_step(self, step: int, total_steps: int) -> None:
+        self.method.on_optimizer_step(step, total_steps)
 
     def forward(
         self,
@@ -127,6 +147,87 @@ class PretrainModel(nn.Module):
         online_loss = -(soft * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
         correct = (logits.argmax(dim=1) == soft.argmax(dim=1)).float().mean()
         return StepOutput(out.loss + online_loss, out.loss, correct)
+
+
+# ---------------------------------------------------------------- what the loop trains
+
+
+@dataclass
+class EpochEnd:
+    """What a task sees at the end of an epoch (main process only)."""
+
+    model: nn.Module  # the unwrapped model (never the DDP wrapper)
+    config: PretrainConfig
+    run_dir: Path
+    epoch: int  # epochs completed (1-based)
+    step: int  # optimizer steps done
+    lr: float  # learning rate of the epoch's last step
+    train_means: dict[str, float]  # the model's logged values, mean over the epoch and processes
+    test: InMemoryDataset | None  # the test split on the device (data.knn_test_subset applied)
+    transform: Callable[[Tensor], Tensor]  # uint8 batch -> normalized evaluation view
+    accelerator: Accelerator
+    elapsed_s: float  # seconds since this process started the loop
+
+
+class TrainingTask:
+    """What the training loop trains and reports; this base class is self-supervised pretraining.
+
+    `run_training(config, task)` owns the data, accelerate, the optimizer and schedule,
+    checkpoints, exact resume, signals, the NaN stop, metrics.csv, the kNN monitor and
+    curves.png, and calls the hooks below. The model `build_model` returns exposes `backbone`
+    (saved as backbone.pt), `backbones()` (what model.compile compiles),
+    `on_optimizer_step(step, total_steps)` and `forward(views, labels, *, step, generator)`
+    returning an object with `.loss` (backpropagated) and `.logged()` (metrics.csv column ->
+    scalar tensor of the batch; averaged over the logged steps and the epoch).
+    """
+
+    name = "pretrain"
+    command = "contrastkit-pretrain"
+    description = "Self-supervised pretraining (SimCLR, N-pair, MoCo v2, BYOL, ISD, with i-Mix) on accelerate."
+    example = (
+        "accelerate launch packages/pipelines/pretrain.py --config "
+        "packages/pipelines/configs/simclr_cifar10.yaml optimizer.lr=0.3 data.train_subset=15000"
+    )
+    config_class: type[PretrainConfig] = PretrainConfig
+    metric_columns: tuple[str, ...] = METRIC_COLUMNS
+
+    def build_model(
+        self, config: PretrainConfig, backbone: nn.Module, num_classes: int
+    ) -> nn.Module:
+        """The module to train around a fresh `backbone` (called after seeding, on the CPU)."""
+        method = build_method(config, backbone)
+        classifier = (
+            LinearClassifier(method.num_features, num_classes)
+            if config.train.online_linear
+            else None
+        )
+        return PretrainModel(method, classifier)
+
+    def decay_exclusions(self, model: nn.Module) -> list[nn.Module]:
+        """Modules whose parameters get no weight decay (besides biases and norms)."""
+        return [model.classifier] if model.classifier is not None else []
+
+    def needs_test_split(self, config: PretrainConfig) -> bool:
+        """Load the test split even when no kNN / online monitor asks for it."""
+        return False
+
+    def start(self, config: PretrainConfig, run_dir: Path, resumed_epoch: int | None) -> None:
+        """Before the first step (main process); resumed_epoch: epochs the checkpoint completed."""
+
+    def evaluate(self, end: EpochEnd) -> dict[str, Any]:
+        """At an epoch end, before its metrics row is written: extra columns for that row."""
+        return {}
+
+    def epoch_done(self, end: EpochEnd, row: dict[str, Any]) -> None:
+        """At an epoch end, after its metrics row and curves.png are written (main process)."""
+
+    def checkpoint_files(self, model: nn.Module) -> dict[str, Any]:
+        """Extra files of every checkpoint folder: name -> object for torch.save."""
+        return {}
+
+    def checkpoint_meta(self, config: PretrainConfig) -> dict[str, Any]:
+        """Extra meta.json entries."""
+        return {}
 
 
 # ---------------------------------------------------------------- signals
@@ -222,10 +323,15 @@ def _prepare_data(
     accelerator: Accelerator,
     train_data: InMemoryDataset | None,
     test_data: InMemoryDataset | None,
+    *,
+    need_test: bool = False,
 ) -> _Data:
+    """need_test: load the test split (main process) even without a kNN / online monitor; a
+    missing test split is then an error instead of a warning."""
     data, train = config.data, config.train
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
     monitor = accelerator.is_main_process and (train.knn_every > 0 or train.online_linear)
+    need_test = need_test and accelerator.is_main_process
     knn_train = None
     if data.loader == "dataloader" and train_data is None:
         folder = ImageFolderDataset(data.data_dir, data.image_size, split="train")
@@ -266,11 +372,15 @@ def _prepare_data(
         if monitor:
             knn_train = _subset(subset, data.knn_train_subset, train.seed, "knn_train_subset")
     knn_test = None
-    if monitor:
+    if monitor or need_test:
         if test_data is None:
             try:
                 test_data = _load_split(config, "test")
             except (FileNotFoundError, ValueError) as error:
+                if need_test:
+                    raise type(error)(
+                        f"this run validates on the test split, which could not be loaded: {error}"
+                    ) from None
                 print(
                     f"warning: no test split for the kNN / online-linear monitor ({error}); monitoring is off",
                     file=sys.stderr,
@@ -301,31 +411,40 @@ def _resolve_backbone_kwargs(config: PretrainConfig, in_features: int | None) ->
 # ---------------------------------------------------------------- model
 
 
+def _convert_sync_bn(module: nn.Module) -> None:
+    """BatchNorm -> SyncBatchNorm in every child of `module`, except EMA teachers: a teacher with
+    shuffle-BN (MoCo, ISD) must keep per-process statistics."""
+    for name, child in list(module.named_children()):
+        if name == "teacher":
+            continue
+        if any(inner == "teacher" for inner, _ in child.named_children()):
+            _convert_sync_bn(child)
+        else:
+            setattr(module, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
+
+
 def _build_model(
-    config: PretrainConfig, num_classes: int, world_size: int, device: torch.device
-) -> PretrainModel:
+    config: PretrainConfig,
+    task: TrainingTask,
+    num_classes: int,
+    world_size: int,
+    device: torch.device,
+) -> nn.Module:
     model_cfg = config.model
     backbone = create_backbone(model_cfg.backbone, **model_cfg.backbone_kwargs)
-    method = build_method(config, backbone)
-    classifier = (
-        LinearClassifier(method.num_features, num_classes) if config.train.online_linear else None
-    )
+    model = task.build_model(config, backbone, num_classes)
     if model_cfg.sync_bn:
         if world_size > 1 and device.type == "cuda":
-            # The student side only: a teacher with shuffle-BN (MoCo, ISD) must keep per-rank statistics.
-            for name, child in list(method.named_children()):
-                if name != "teacher":
-                    setattr(method, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
+            _convert_sync_bn(model)
         else:
             print(
                 "note: model.sync_bn=true has no effect with one process or on the CPU",
                 file=sys.stderr,
             )
-    model = PretrainModel(method, classifier)
     if model_cfg.channels_last and config.data.dataset != "tabular":
         model = model.to(memory_format=torch.channels_last)
     if model_cfg.compile:
-        for module in method.backbones():
+        for module in model.backbones():
             module.compile()
     return model
 
@@ -425,8 +544,18 @@ def _make_accelerator(config: PretrainConfig) -> Accelerator:
     return Accelerator(gradient_accumulation_steps=config.train.grad_accum, cpu=cpu)
 
 
+def _eval_transform(eval_view: Any, channels_last: bool) -> Callable[[Tensor], Tensor]:
+    """uint8 batch -> the normalized evaluation view, in the model's memory format."""
+
+    def transform(x: Tensor) -> Tensor:
+        view = eval_view(x)[0]
+        return view.contiguous(memory_format=torch.channels_last) if channels_last else view
+
+    return transform
+
+
 def _monitor(
-    model: PretrainModel,
+    model: nn.Module,
     data: _Data,
     config: PretrainConfig,
     accelerator: Accelerator,
@@ -435,11 +564,8 @@ def _monitor(
 ) -> dict[str, float]:
     """kNN top-1/top-5 (and the online classifier's test top-1) on the test split; main process only."""
     assert data.knn_train is not None and data.knn_test is not None
-    backbone = model.method.backbone
-
-    def transform(x: Tensor) -> Tensor:
-        view = eval_view(x)[0]
-        return view.contiguous(memory_format=torch.channels_last) if channels_last else view
+    backbone = model.backbone
+    transform = _eval_transform(eval_view, channels_last)
 
     with accelerator.autocast():
         train_features = extract_features(backbone, data.knn_train.inputs, transform=transform)
@@ -457,7 +583,7 @@ def _monitor(
             temperature=config.train.knn_temperature,
         )
         result["knn_top1"], result["knn_top5"] = accuracy["top1"], accuracy["top5"]
-    if model.classifier is not None:
+    if config.train.online_linear:
         with torch.no_grad():
             predicted = model.classifier(test_features.float()).argmax(dim=1)
         result["online_test_top1"] = (
@@ -484,6 +610,34 @@ def run_pretrain(
     Raises ValueError / FileNotFoundError for bad config, data or checkpoint inputs (before
     anything is written), NonFiniteLossError when the loss stops being finite.
     """
+    return run_training(
+        config, TrainingTask(), resume=resume, train_data=train_data, test_data=test_data
+    )
+
+
+def _loop_state(
+    keys: list[str] | None, window: Tensor | None, steps_in_log: int, epoch_sums: Tensor | None
+) -> dict[str, Any]:
+    # The running sums of the current metrics row and epoch: saved with every checkpoint, so a
+    # resumed run's rows and epoch means are those of an uninterrupted run.
+    return {
+        "keys": keys,
+        "window": window,
+        "steps_in_log": steps_in_log,
+        "epoch_sums": epoch_sums,
+    }
+
+
+def run_training(
+    config: PretrainConfig,
+    task: TrainingTask,
+    *,
+    resume: str | Path | None = None,
+    train_data: InMemoryDataset | None = None,
+    test_data: InMemoryDataset | None = None,
+) -> PretrainResult:
+    """The training loop shared by pretraining (`run_pretrain`) and joint training: `task` says
+    what is trained and reported; arguments, errors and result as in `run_pretrain`."""
     accelerator = _make_accelerator(config)
     is_main, rank, world = (
         accelerator.is_main_process,
@@ -493,7 +647,9 @@ def run_pretrain(
     run_dir = Path(config.train.output_dir)
     checkpoint = _resume_checkpoint(resume, run_dir)
 
-    data = _prepare_data(config, accelerator, train_data, test_data)
+    data = _prepare_data(
+        config, accelerator, train_data, test_data, need_test=task.needs_test_split(config)
+    )
     _resolve_backbone_kwargs(config, data.in_features)
     meta: dict[str, Any] = {}
     if checkpoint is not None:
@@ -529,18 +685,15 @@ def run_pretrain(
     peak_lr = scaled_lr(config.optimizer, global_batch)
 
     set_seed(train.seed)
-    model = _build_model(config, data.num_classes, world, accelerator.device)
+    model = _build_model(config, task, data.num_classes, world, accelerator.device)
     optimizer = build_optimizer(
-        model,
-        config.optimizer,
-        peak_lr,
-        exclude_from_decay=[model.classifier] if model.classifier is not None else [],
+        model, config.optimizer, peak_lr, exclude_from_decay=task.decay_exclusions(model)
     )
     scheduler = build_scheduler(
         optimizer, warmup_steps, total_steps, config.optimizer.final_lr_fraction
     )
     model, optimizer = accelerator.prepare(model, optimizer)
-    plain_model: PretrainModel = accelerator.unwrap_model(model)
+    plain_model = accelerator.unwrap_model(model)
     device = accelerator.device
 
     augment_dataset = AUGMENT_DATASET[config.data.dataset]
@@ -551,8 +704,10 @@ def run_pretrain(
     eval_view = make_views("identity", size, augment_dataset, seed=0)
     mix_generator = torch.Generator(device=device).manual_seed(train.seed * 100_003 + 20_000 + rank)
     channels_last = config.model.channels_last and data.kind == "image"
+    eval_transform = _eval_transform(eval_view, channels_last)
 
     global_step, start_epoch, start_batch = 0, 0, 0
+    loop: dict[str, Any] = _loop_state(None, None, 0, None)
     if checkpoint is not None:
         # torch.load does not parse indexed CPU devices ("cpu:0", as accelerate names them under gloo).
         location = "cpu" if device.type == "cpu" else device
@@ -569,6 +724,7 @@ def run_pretrain(
             checkpoint / ckpt.rank_state_file(rank), map_location="cpu", weights_only=True
         )
         _restore_rng_state(rank_state, augment, mix_generator)
+        loop = rank_state.get("loop", loop)
         global_step, start_epoch, start_batch = (
             int(meta["step"]),
             int(meta["epoch"]),
@@ -578,15 +734,21 @@ def run_pretrain(
     if is_main:
         ckpt.remove_stale_temporaries(run_dir)
         save_config(config, run_dir / ckpt.CONFIG_FILE)
-        logger = MetricsLogger(run_dir, resume_step=global_step if checkpoint is not None else None)
+        logger = MetricsLogger(
+            run_dir,
+            resume_step=global_step if checkpoint is not None else None,
+            columns=task.metric_columns,
+            tensorboard_prefix=task.name,
+        )
+        task.start(config, run_dir, start_epoch if checkpoint is not None else None)
     accelerator.wait_for_everyone()
 
     def save(step: int, epoch: int, batch_in_epoch: int) -> Path:
         def write_shared(folder: Path) -> None:
             ckpt.write_text_file(config_to_yaml(config), folder / ckpt.CONFIG_FILE)
-            ckpt.save_tensor_file(
-                plain_model.method.backbone.state_dict(), folder / ckpt.BACKBONE_FILE
-            )
+            ckpt.save_tensor_file(plain_model.backbone.state_dict(), folder / ckpt.BACKBONE_FILE)
+            for name, obj in task.checkpoint_files(plain_model).items():
+                ckpt.save_tensor_file(obj, folder / name)
             ckpt.save_tensor_file(
                 {
                     "model": plain_model.state_dict(),
@@ -599,6 +761,7 @@ def run_pretrain(
                 folder / ckpt.STATE_FILE,
             )
             meta_out = {
+                "task": task.name,
                 "step": step,
                 "epoch": epoch,
                 "batch_in_epoch": batch_in_epoch,
@@ -607,12 +770,13 @@ def run_pretrain(
                 "method": config.method.name,
                 "backbone": config.model.backbone,
                 "backbone_kwargs": config.model.backbone_kwargs,
-                "num_features": plain_model.method.num_features,
+                "num_features": int(plain_model.backbone.num_features),
                 "num_classes": data.num_classes,
                 "world_size": world,
                 "global_batch": global_batch,
                 "mixed_precision": accelerator.mixed_precision,
                 "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                **task.checkpoint_meta(config),
             }
             ckpt.write_text_file(json.dumps(meta_out, indent=2) + "\n", folder / ckpt.META_FILE)
 
@@ -620,7 +784,7 @@ def run_pretrain(
             run_dir,
             step,
             write_shared=write_shared,
-            rank_state=_rng_state(augment, mix_generator),
+            rank_state={**_rng_state(augment, mix_generator), "loop": loop},
             rank=rank,
             is_main=is_main,
             barrier=accelerator.wait_for_everyone,
@@ -632,15 +796,12 @@ def run_pretrain(
     bar = tqdm(
         total=total_steps,
         initial=global_step,
-        desc=f"pretrain {config.method.name}",
+        desc=f"{task.name} {config.method.name}",
         disable=not (is_main and train.progress_bar),
         dynamic_ncols=True,
     )
     last_checkpoint = checkpoint
-    loss_sum = torch.zeros((), device=device)
-    correct_sum = torch.zeros((), device=device)
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)
-    steps_in_log = 0
     log_time, run_start = time.perf_counter(), time.perf_counter()
     epoch = start_epoch
 
@@ -683,62 +844,87 @@ def run_pretrain(
                         accelerator.clip_grad_norm_(model.parameters(), train.clip_grad)
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
-                ssl_loss = out.ssl_loss.detach()
-                loss_sum += ssl_loss / train.grad_accum
-                nonfinite |= ~torch.isfinite(ssl_loss)
-                if out.online_correct is not None:
-                    correct_sum += out.online_correct.detach() / train.grad_accum
+                logged = out.logged()
+                values = torch.stack([v.detach().float() for v in logged.values()])
+                values = values / train.grad_accum
+                if loop["window"] is None:
+                    loop.update(
+                        keys=list(logged),
+                        window=torch.zeros_like(values),
+                        epoch_sums=torch.zeros_like(values),
+                    )
+                loop["window"] += values
+                loop["epoch_sums"] += values
+                nonfinite |= ~torch.isfinite(out.loss.detach())
                 if not accelerator.sync_gradients:
                     continue
 
                 lr = scheduler.get_last_lr()[0]
                 scheduler.step()
-                plain_model.method.on_optimizer_step(global_step, total_steps)
+                plain_model.on_optimizer_step(global_step, total_steps)
                 global_step += 1
-                steps_in_log += 1
+                loop["steps_in_log"] += 1
                 bar.update(1)
                 end_of_epoch = batch_index + 1 == batches_used
                 signum = stop.agreed()
 
                 row: dict[str, Any] = {}
-                if end_of_epoch and train.knn_every and (epoch + 1) % train.knn_every == 0:
+                end: EpochEnd | None = None
+                if end_of_epoch:
                     check_finite(global_step)
-                    if is_main and data.knn_test is not None:
-                        row.update(
-                            _monitor(
-                                plain_model, data, config, accelerator, eval_view, channels_last
+                    means = accelerator.reduce(loop["epoch_sums"], reduction="mean")
+                    loop["epoch_sums"].zero_()
+                    end = EpochEnd(
+                        model=plain_model,
+                        config=config,
+                        run_dir=run_dir,
+                        epoch=epoch + 1,
+                        step=global_step,
+                        lr=lr,
+                        train_means=dict(zip(loop["keys"], (means / steps_per_epoch).tolist())),
+                        test=data.knn_test,
+                        transform=eval_transform,
+                        accelerator=accelerator,
+                        elapsed_s=time.perf_counter() - run_start,
+                    )
+                    if is_main:
+                        knn_due = train.knn_every and (epoch + 1) % train.knn_every == 0
+                        if knn_due and data.knn_test is not None:
+                            row.update(
+                                _monitor(
+                                    plain_model, data, config, accelerator, eval_view, channels_last
+                                )
                             )
-                        )
+                        row.update(task.evaluate(end))
                     accelerator.wait_for_everyone()
                 if global_step % train.log_every == 0 or end_of_epoch or signum:
-                    sums = accelerator.reduce(
-                        torch.stack([loss_sum, correct_sum]), reduction="mean"
-                    )
-                    loss_value, correct_value = (sums / steps_in_log).tolist()
-                    if not math.isfinite(loss_value):
+                    steps_in_log = loop["steps_in_log"]
+                    sums = accelerator.reduce(loop["window"], reduction="mean")
+                    means_logged = dict(zip(loop["keys"], (sums / steps_in_log).tolist()))
+                    if not all(math.isfinite(value) for value in means_logged.values()):
                         check_finite(global_step)
                     now = time.perf_counter()
                     images_per_s = steps_in_log * global_batch / max(now - log_time, 1e-9)
                     row.update(
                         step=global_step,
                         epoch=round(global_step / steps_per_epoch, 6),
-                        loss=loss_value,
                         lr=lr,
                         images_per_s=round(images_per_s, 2),
                         elapsed_s=round(now - run_start, 3),
+                        **means_logged,
                     )
-                    if plain_model.classifier is not None:
-                        row["online_top1"] = 100.0 * correct_value
                     if is_main:
                         logger.log(row)
                         bar.set_postfix(
-                            loss=f"{loss_value:.4f}", lr=f"{lr:.3g}", img_s=f"{images_per_s:.0f}"
+                            loss=f"{means_logged['loss']:.4f}",
+                            lr=f"{lr:.3g}",
+                            img_s=f"{images_per_s:.0f}",
                         )
-                    loss_sum.zero_()
-                    correct_sum.zero_()
-                    steps_in_log, log_time = 0, now
-                if end_of_epoch and is_main:
+                    loop["window"].zero_()
+                    loop["steps_in_log"], log_time = 0, now
+                if end is not None and is_main:
                     _plot_curves(logger.path, run_dir / CURVES_FILE)
+                    task.epoch_done(end, row)
                 periodic = train.checkpoint_every and global_step % train.checkpoint_every == 0
                 if periodic or end_of_epoch or signum:
                     check_finite(global_step)
@@ -760,12 +946,11 @@ def run_pretrain(
 # ---------------------------------------------------------------- command line
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(task: TrainingTask | None = None) -> argparse.ArgumentParser:
+    """The command line of `task`'s command (pretraining by default)."""
+    task = task if task is not None else TrainingTask()
     parser = argparse.ArgumentParser(
-        prog="contrastkit-pretrain",
-        description="Self-supervised pretraining (SimCLR, N-pair, MoCo v2, BYOL, ISD, with i-Mix) on accelerate.",
-        epilog="Example: accelerate launch packages/pipelines/pretrain.py --config "
-        "packages/pipelines/configs/simclr_cifar10.yaml optimizer.lr=0.3 data.train_subset=15000",
+        prog=task.command, description=task.description, epilog=f"Example: {task.example}"
     )
     parser.add_argument("--config", type=Path, help="YAML config file (see the package README)")
     parser.add_argument("--output-dir", help="run directory (overrides train.output_dir)")
@@ -784,7 +969,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_from_args(args: argparse.Namespace) -> PretrainConfig:
+def config_from_args(
+    args: argparse.Namespace, config_class: type[PretrainConfig] = PretrainConfig
+) -> PretrainConfig:
     """The config a command line describes: --config (or the resumed run's config.yaml) + overrides."""
     overrides = list(args.overrides)
     if args.output_dir is not None:
@@ -807,22 +994,28 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
         raise ValueError(
             "--config is required (or --resume to continue a run from its saved config)"
         )
-    return config_from_dict(apply_overrides(raw, overrides))
+    return config_from_dict(apply_overrides(raw, overrides, config_class), config_class)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point. Returns the exit status: 0 done, 1 non-finite loss, 2 bad input,
     128 + signal number when SIGTERM/SIGINT stopped the run (after saving a checkpoint)."""
-    args = build_parser().parse_args(argv)
+    return run_command(TrainingTask(), argv)
+
+
+def run_command(task: TrainingTask, argv: Sequence[str] | None = None) -> int:
+    """The command line of `task` (pretraining, joint training): parse, run, exit status as `main`."""
+    command = task.command
+    args = build_parser(task).parse_args(argv)
     is_main = int(os.environ.get("RANK", "0")) == 0
     try:
-        config = config_from_args(args)
-        result = run_pretrain(config, resume=args.resume)
+        config = config_from_args(args, task.config_class)
+        result = run_training(config, task, resume=args.resume)
     except (ValueError, FileNotFoundError) as error:
-        print(f"contrastkit-pretrain: error: {error}", file=sys.stderr)
+        print(f"{command}: error: {error}", file=sys.stderr)
         return 2
     except NonFiniteLossError as error:
-        print(f"contrastkit-pretrain: stopped: {error}", file=sys.stderr)
+        print(f"{command}: stopped: {error}", file=sys.stderr)
         return 1
     finally:
         if dist.is_available() and dist.is_initialized():
@@ -830,14 +1023,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if result.stopped_by is not None:
         if is_main:
             print(
-                f"contrastkit-pretrain: stopped by {result.stopped_by} at step {result.step}; "
+                f"{command}: stopped by {result.stopped_by} at step {result.step}; "
                 f"checkpoint {result.checkpoint}; continue with --resume latest --output-dir {result.run_dir}",
                 file=sys.stderr,
             )
         return 128 + int(signal.Signals[result.stopped_by])
     if is_main:
         print(
-            f"contrastkit-pretrain: done, {result.step} steps; checkpoint {result.checkpoint}",
+            f"{command}: done, {result.step} steps; checkpoint {result.checkpoint}",
             file=sys.stderr,
         )
     return 0
