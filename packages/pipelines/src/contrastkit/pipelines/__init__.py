@@ -1,8 +1,9 @@
 """contrastkit.pipelines: pretrain, evaluate and report self-supervised encoders, on accelerate.
 
 The pretrain pipeline (SimCLR, N-pair, MoCo v2, BYOL, ISD, optionally with i-Mix) with its config,
-methods, optimizers, checkpoints and metrics log; the datasets it reads; and the evaluation
-library (kNN, linear probe, features, t-SNE, plots, reports).
+methods, optimizers, checkpoints and metrics log; joint supervised + self-supervised training on
+the same loop; the datasets it reads; and the evaluation library (kNN, linear probe, features,
+t-SNE, plots, reports).
 """
 
 from contrastkit.pipelines._version import __version__
@@ -15,6 +16,8 @@ from contrastkit.pipelines.checkpoint import (
 from contrastkit.pipelines.config import (
     METHOD_NAMES,
     DataConfig,
+    JointConfig,
+    JointTrainingConfig,
     MethodConfig,
     ModelConfig,
     OptimizerConfig,
@@ -36,6 +39,13 @@ from contrastkit.pipelines.data import (
     load_dataset,
 )
 from contrastkit.pipelines.features import extract_features
+from contrastkit.pipelines.joint import (
+    JointModel,
+    JointStepOutput,
+    JointTask,
+    evaluate_classifier,
+    run_joint,
+)
 from contrastkit.pipelines.knn import knn_accuracy, knn_predict, nearest_neighbours, topk_accuracy
 from contrastkit.pipelines.linear_probe import (
     LinearProbeResult,
@@ -70,10 +80,13 @@ from contrastkit.pipelines.plots import (
     plot_tsne,
 )
 from contrastkit.pipelines.pretrain import (
+    EpochEnd,
     NonFiniteLossError,
     PretrainModel,
     PretrainResult,
+    TrainingTask,
     run_pretrain,
+    run_training,
 )
 from contrastkit.pipelines.report import (
     append_results,
@@ -93,8 +106,14 @@ __all__ = [
     "METRIC_COLUMNS",
     "DataConfig",
     "DeviceBatches",
+    "EpochEnd",
     "ImageFolderDataset",
     "InMemoryDataset",
+    "JointConfig",
+    "JointModel",
+    "JointStepOutput",
+    "JointTask",
+    "JointTrainingConfig",
     "LinearProbeResult",
     "LoaderBatches",
     "MethodConfig",
@@ -111,6 +130,7 @@ __all__ = [
     "PretrainResult",
     "SimCLR",
     "TrainConfig",
+    "TrainingTask",
     "TsneEmbedding",
     "WarmupCosine",
     "__version__",
@@ -122,6 +142,7 @@ __all__ = [
     "config_from_dict",
     "config_to_dict",
     "epoch_permutation",
+    "evaluate_classifier",
     "extract_features",
     "knn_accuracy",
     "knn_predict",
@@ -142,7 +163,9 @@ __all__ = [
     "read_results",
     "resolve_checkpoint",
     "results_table_markdown",
+    "run_joint",
     "run_pretrain",
+    "run_training",
     "save_config",
     "scaled_lr",
     "topk_accuracy",
