@@ -14,6 +14,7 @@ from pretrain_helpers import CONFIG_DIR, REPO_ROOT
 from contrastkit.pipelines.config import (
     METHOD_NAMES,
     SECTIONS,
+    JointTrainingConfig,
     PretrainConfig,
     apply_overrides,
     config_from_dict,
@@ -180,8 +181,10 @@ def test_load_config_file_errors(tmp_path: Path) -> None:
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_shipped_configs_load(path: Path) -> None:
     raw = yaml.safe_load(path.read_text())
-    config = load_config(path)
-    assert isinstance(config, PretrainConfig)
+    # The joint training configs (joint_*.yaml) add a `joint:` section to the pretrain sections.
+    config_class = JointTrainingConfig if "joint" in raw else PretrainConfig
+    config = load_config(path, config_class=config_class)
+    assert isinstance(config, config_class)
     assert config.method.name == raw["method"]["name"]
 
 
