@@ -422,6 +422,10 @@ def test_bad_inputs_give_clear_errors(tmp_path: Path, toy_cifar_dir: Path, capsy
     backbone = create_backbone("timm:test_resnet")
     with pytest.raises(ValueError, match=r"ssl_weight=0\.5 weights a self-supervised loss"):
         JointModel(backbone, LinearClassifier(backbone.num_features, 4), None, ssl_weight=0.5)
+    with pytest.raises(
+        ValueError, match=r"label_smoothing must be a number in \[0, 1\), got '0.1'"
+    ):
+        JointModel(backbone, LinearClassifier(backbone.num_features, 4), label_smoothing="0.1")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="classifier takes 7 features but the backbone gives"):
         JointModel(backbone, LinearClassifier(7, 4), None, ssl_weight=0.0)
     model = JointModel(backbone, LinearClassifier(backbone.num_features, 4), None, ssl_weight=0.0)

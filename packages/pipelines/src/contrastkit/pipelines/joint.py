@@ -122,8 +122,12 @@ class JointModel(nn.Module):
             raise ValueError(f"ssl_weight must be a number >= 0, got {ssl_weight!r}")
         if not ssl_weight >= 0:
             raise ValueError(f"ssl_weight must be >= 0, got {ssl_weight}")
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        if (
+            isinstance(label_smoothing, bool)
+            or not isinstance(label_smoothing, int | float)
+            or not 0.0 <= label_smoothing < 1.0
+        ):
+            raise ValueError(f"label_smoothing must be a number in [0, 1), got {label_smoothing!r}")
         if method is None and ssl_weight > 0:
             raise ValueError(
                 f"ssl_weight={ssl_weight} weights a self-supervised loss, but no method was given; "
