@@ -7,7 +7,8 @@ A checkpoint folder holds (see the package README):
     meta.json            {"step", "epoch", "batch_in_epoch", "method", "backbone", "world_size", ...}
     training_state.pt    model (student, heads, teacher, queue, online classifier), optimizer,
                          LR scheduler, grad scaler
-    rank_state-{r}.pt    per process: python/numpy/torch/CUDA RNG, augment and i-Mix generators
+    rank_state-{r}.pt    per process: python/numpy/torch/CUDA RNG, augment and i-Mix generators,
+                         the running sums of the current metrics row and epoch
 """
 
 from __future__ import annotations

@@ -615,19 +615,6 @@ def run_pretrain(
     )
 
 
-def _loop_state(
-    keys: list[str] | None, window: Tensor | None, steps_in_log: int, epoch_sums: Tensor | None
-) -> dict[str, Any]:
-    # The running sums of the current metrics row and epoch: saved with every checkpoint, so a
-    # resumed run's rows and epoch means are those of an uninterrupted run.
-    return {
-        "keys": keys,
-        "window": window,
-        "steps_in_log": steps_in_log,
-        "epoch_sums": epoch_sums,
-    }
-
-
 def run_training(
     config: PretrainConfig,
     task: TrainingTask,
@@ -707,7 +694,9 @@ def run_training(
     eval_transform = _eval_transform(eval_view, channels_last)
 
     global_step, start_epoch, start_batch = 0, 0, 0
-    loop: dict[str, Any] = _loop_state(None, None, 0, None)
+    # The running sums of the current metrics row (window) and epoch, per process: saved in every
+    # checkpoint, so a resumed run's rows and epoch means are those of an uninterrupted run.
+    loop: dict[str, Any] = {"keys": None, "window": None, "steps_in_log": 0, "epoch_sums": None}
     if checkpoint is not None:
         # torch.load does not parse indexed CPU devices ("cpu:0", as accelerate names them under gloo).
         location = "cpu" if device.type == "cpu" else device
