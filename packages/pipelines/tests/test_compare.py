@@ -99,6 +99,33 @@ def test_pretrain_logs_are_averaged_per_epoch_and_labels_apply(
     assert list(loss_panel.get_lines()[0].get_ydata()) == [7.5, 3.5]
 
 
+def test_a_joint_run_folder_is_read_from_its_per_epoch_history(
+    tmp_path: Path, figures: list[Figure]
+) -> None:
+    """Joint runs log per step in metrics.csv and per epoch (train and val) in history.csv."""
+    runs = {"ISD + CE": ([40.0, 55.0], [1.6, 1.2]), "CE only": ([42.0, 50.0], [1.5, 1.3])}
+    paths = []
+    for name, (top1, loss) in runs.items():
+        folder = pretrain_run(tmp_path / name.replace(" ", "_").replace("+", "p"))
+        write_history_csv(
+            [
+                {"epoch": e, "train_loss": 2.0, "val_loss": vl, "val_top1": vt}
+                for e, (vt, vl) in enumerate(zip(top1, loss, strict=True), start=1)
+            ],
+            folder / "history.csv",
+        )
+        paths.append(str(folder))
+    curves = compare.read_run_curves(paths[0])
+    assert curves.kind == "probe" and curves.source.name == "history.csv"
+    out = tmp_path / "joint.png"
+    assert compare.main([*paths, "--labels", *runs, "--output", str(out)]) == 0
+    panels = [ax for ax in figures[-1].axes if ax.get_lines()]
+    assert len(panels) == 2  # val_top1 and val_loss, not the pretrain-style loss
+    for ax, index in zip(panels, (0, 1), strict=True):
+        for line, values in zip(ax.get_lines(), runs.values(), strict=True):
+            assert list(line.get_ydata()) == values[index]
+
+
 def test_results_files_print_one_merged_table(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

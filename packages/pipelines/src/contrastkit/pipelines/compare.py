@@ -19,6 +19,8 @@ from contrastkit.pipelines.plots import plot_compare
 from contrastkit.pipelines.report import append_results, read_results, results_table_markdown
 
 METRICS_FILE = "metrics.csv"
+# A joint-training run keeps its per-epoch train/val log here (metrics.csv is per step there).
+HISTORY_FILE = "history.csv"
 RESULTS_FILE = "results.csv"
 # Shown by default in the printed table when present (the full rows hold more, e.g. checkpoint paths).
 TABLE_COLUMNS: tuple[str, ...] = (
@@ -112,9 +114,16 @@ def _pretrain_history(rows: Sequence[Mapping[str, str]]) -> list[dict[str, float
 
 
 def read_run_curves(path: str | Path, label: str | None = None) -> RunCurves:
-    """Per-epoch records of a run folder (its metrics.csv) or of a metrics CSV file."""
+    """Per-epoch records of a run folder or of a metrics CSV file.
+
+    A folder's per-epoch `history.csv` (joint training) is read when present, else its
+    `metrics.csv` (probe: per epoch; pretrain: per step, averaged per epoch here).
+    """
     path = Path(path)
-    file = path / METRICS_FILE if path.is_dir() else path
+    if path.is_dir():
+        file = path / HISTORY_FILE if (path / HISTORY_FILE).is_file() else path / METRICS_FILE
+    else:
+        file = path
     if not file.is_file():
         raise FileNotFoundError(
             f"{str(path)!r} has no {METRICS_FILE}; expected a probe output folder, a pretrain run "
