@@ -205,6 +205,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="N=256, K=4096, 1 repeat")
     parser.add_argument("--device", choices=("all", "cpu", "cuda"), default="all")
+    parser.add_argument("--losses", nargs="+", choices=LOSSES, default=list(LOSSES))
     parser.add_argument("--cell", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.cell:
@@ -231,7 +232,7 @@ def main() -> None:
         print(header)
         print("|" + "---|" * (header.count("|") - 1))
         lightly_note = ""
-        for loss in LOSSES:
+        for loss in args.losses:
             for n in sizes:
                 cells = {
                     i: _run_cell(loss, i, n, queue_size, device, repeats) for i in IMPLEMENTATIONS
