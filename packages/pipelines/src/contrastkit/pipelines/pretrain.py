@@ -532,16 +532,18 @@ def _has_accelerator_device() -> bool:
     return torch.cuda.is_available()
 
 
-def _make_accelerator(config: PretrainConfig) -> Accelerator:
-    """Mixed precision and the process layout come from `accelerate launch` flags / env variables.
+def make_accelerator(gradient_accumulation_steps: int = 1) -> Accelerator:
+    """An Accelerator for the layout `accelerate launch` (or torchrun) set up.
 
+    Mixed precision and the process layout come from `accelerate launch` flags / env variables.
     On a host without a GPU, accelerate only forms a multi-process (gloo) group when told to use the
     CPU; a launcher that started several processes (`accelerate launch --multi_gpu
     --num_processes N`, torchrun) therefore gets cpu=True here instead of N independent runs.
+    Pretrain, joint training and the probe all start their runs with it.
     """
     launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
     cpu = launched and not _has_accelerator_device()
-    return Accelerator(gradient_accumulation_steps=config.train.grad_accum, cpu=cpu)
+    return Accelerator(gradient_accumulation_steps=gradient_accumulation_steps, cpu=cpu)
 
 
 def _eval_transform(eval_view: Any, channels_last: bool) -> Callable[[Tensor], Tensor]:
@@ -625,7 +627,7 @@ def run_training(
 ) -> PretrainResult:
     """The training loop shared by pretraining (`run_pretrain`) and joint training: `task` says
     what is trained and reported; arguments, errors and result as in `run_pretrain`."""
-    accelerator = _make_accelerator(config)
+    accelerator = make_accelerator(config.train.grad_accum)
     is_main, rank, world = (
         accelerator.is_main_process,
         accelerator.process_index,

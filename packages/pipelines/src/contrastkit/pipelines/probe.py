@@ -10,7 +10,6 @@ import argparse
 import hashlib
 import json
 import math
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -41,7 +40,7 @@ from contrastkit.pipelines.features import extract_features
 from contrastkit.pipelines.knn import knn_accuracy, nearest_neighbours, topk_accuracy
 from contrastkit.pipelines.linear_probe import SOLVERS, label_fraction_indices, train_linear_probe
 from contrastkit.pipelines.plots import plot_nn_grid, plot_probe_curves, plot_tsne
-from contrastkit.pipelines.pretrain import AUGMENT_DATASET
+from contrastkit.pipelines.pretrain import AUGMENT_DATASET, make_accelerator
 from contrastkit.pipelines.report import (
     ReportSection,
     append_results,
@@ -737,18 +736,6 @@ def _load_split(
     if subset is not None and subset < len(data):
         data = data.subset(balanced_subset(data.labels, subset, seed))
     return data
-
-
-def make_accelerator() -> Accelerator:
-    """An Accelerator for the layout `accelerate launch` (or torchrun) set up.
-
-    On a host without a GPU, accelerate forms a multi-process (gloo) group only when told to use
-    the CPU, so several launched processes get cpu=True instead of running N independent probes.
-    """
-    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    device_api = getattr(torch, "accelerator", None)  # torch >= 2.6
-    has_device = device_api.is_available() if device_api is not None else torch.cuda.is_available()
-    return Accelerator(cpu=launched and not has_device)
 
 
 @dataclass
