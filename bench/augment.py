@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 import warnings
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _machine import cpu_name  # bench/ is on sys.path when a script runs
 
 from contrastkit.augment import make_views
 
@@ -32,17 +32,6 @@ CIFAR_TEST = (
     Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10" / "cifar10_test.npz"
 )
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def load_images(n: int, size: int) -> tuple[torch.Tensor, str]:

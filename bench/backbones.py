@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 from dataclasses import dataclass
 
 import torch
+from _machine import cpu_name  # bench/ is on sys.path when a script runs
 from torch import nn
 
 from contrastkit.backbones import LinearClassifier, create_backbone
@@ -41,17 +41,6 @@ class Setting:
             parts.append("channels_last")
         parts.append("compiled" if self.compiled else "eager")
         return ", ".join(parts)
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def time_setting(

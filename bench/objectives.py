@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import time
@@ -36,6 +35,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from _machine import cpu_name  # bench/ is on sys.path when a script runs
 
 LOSSES = ("nt_xent", "moco", "isd")
 IMPLEMENTATIONS = ("contrastkit", "plain", "lightly")
@@ -190,17 +190,6 @@ def _format(cell: dict) -> tuple[str, str]:
     return f"{cell['ms']:.1f}", peak
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="N=256, K=4096, 1 repeat")
@@ -224,7 +213,7 @@ def main() -> None:
     )
     for device in devices:
         if device == "cpu":
-            where = f"{_cpu_name()}, {torch.get_num_threads()} threads"
+            where = f"{cpu_name()}, {torch.get_num_threads()} threads"
         else:
             where = torch.cuda.get_device_name()
         print(f"\n{device}: {where}")
