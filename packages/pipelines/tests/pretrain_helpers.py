@@ -25,11 +25,16 @@ TOY_CLASSES = 4
 TOY_TRAIN_PER_FILE = 16  # x 5 train files = 80 images, 20 per class
 TOY_TEST = 40
 
-# Runs the pretrain command line; with CK_TEST_SIGNAL_AT_STEP=k it sends itself SIGTERM right
-# after metrics.csv gets the row of step k, i.e. a real signal arriving in the middle of a run.
-SIGNAL_DRIVER = """
+
+def signal_driver(module: str) -> str:
+    """Python source that runs `contrastkit.pipelines.<module>.main` (pretrain or joint) on argv.
+
+    With CK_TEST_SIGNAL_AT_STEP=k it sends itself SIGTERM right after metrics.csv gets the row of
+    step k, i.e. a real signal arriving in the middle of a run.
+    """
+    return f"""
 import os, signal, sys
-from contrastkit.pipelines import metrics, pretrain
+from contrastkit.pipelines import {module}, metrics
 stop_at = int(os.environ.get("CK_TEST_SIGNAL_AT_STEP", "0"))
 if stop_at:
     original = metrics.MetricsLogger.log
@@ -38,8 +43,11 @@ if stop_at:
         if int(row["step"]) == stop_at:
             os.kill(os.getpid(), signal.SIGTERM)
     metrics.MetricsLogger.log = log
-sys.exit(pretrain.main(sys.argv[1:]))
+sys.exit({module}.main(sys.argv[1:]))
 """
+
+
+SIGNAL_DRIVER = signal_driver("pretrain")
 
 
 def toy_images(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

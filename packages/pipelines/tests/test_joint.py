@@ -24,6 +24,7 @@ from pretrain_helpers import (
     REPO_ROOT,
     SHARED_DATA,
     TOY_CLASSES,
+    signal_driver,
     tiny_image_config,
     tiny_tabular_config,
     toy_tabular,
@@ -57,21 +58,7 @@ CIFAR_CLASSES = 10  # the toy CIFAR-10 uses labels 0-3 of CIFAR-10's 10 classes
 # Per-step columns that must not depend on wall time (images_per_s, elapsed_s do).
 LOGGED = tuple(c for c in JOINT_METRIC_COLUMNS if c not in ("images_per_s", "elapsed_s"))
 
-# Runs joint.main; with CK_TEST_SIGNAL_AT_STEP=k it sends itself SIGTERM right after metrics.csv
-# gets the row of step k (as pretrain_helpers.SIGNAL_DRIVER does for pretrain.main).
-JOINT_SIGNAL_DRIVER = """
-import os, signal, sys
-from contrastkit.pipelines import joint, metrics
-stop_at = int(os.environ.get("CK_TEST_SIGNAL_AT_STEP", "0"))
-if stop_at:
-    original = metrics.MetricsLogger.log
-    def log(self, row):
-        original(self, row)
-        if int(row["step"]) == stop_at:
-            os.kill(os.getpid(), signal.SIGTERM)
-    metrics.MetricsLogger.log = log
-sys.exit(joint.main(sys.argv[1:]))
-"""
+JOINT_SIGNAL_DRIVER = signal_driver("joint")
 
 
 def joint_config(output_dir: Path, data_dir: Path, *, ssl_weight: float, **sections: dict) -> dict:
