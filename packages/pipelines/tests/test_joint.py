@@ -332,6 +332,20 @@ def test_a_joint_checkpoint_is_probed(isd_run: Path, tmp_path: Path) -> None:
     assert 0.0 <= float(row["linear_top1"]) <= 100.0
 
 
+@pytest.mark.parametrize(
+    ("meta", "expected"),
+    [
+        ({"task": "joint", "ssl_weight": 0.0}, "supervised"),
+        ({"task": "joint", "ssl_weight": 0.5}, "isd"),
+        ({"task": "pretrain"}, "isd"),
+    ],
+)
+def test_probe_names_a_lambda_zero_joint_run_supervised(meta: dict, expected: str) -> None:
+    """A lambda = 0 joint run keeps method.name (for its views) but trained no SSL term."""
+    checkpoint = probe.PretrainedCheckpoint(Path("ck"), {"method": {"name": "isd"}}, meta)
+    assert checkpoint.method == expected
+
+
 # ------------------------------------------------------------------ resume
 
 

@@ -433,7 +433,7 @@ class JointTask(TrainingTask):
         append_results(
             results,
             {
-                "method": "none" if supervised else config.method.name,
+                "method": "supervised" if supervised else config.method.name,
                 "backbone": config.model.backbone,
                 "epochs": end.epoch,
                 "knn_top1": record.get("knn_top1"),

@@ -86,6 +86,9 @@ class PretrainedCheckpoint:
 
     @property
     def method(self) -> str:
+        """The pretrain method; "supervised" for a joint run with joint.ssl_weight 0 (no SSL term)."""
+        if self.meta.get("task") == "joint" and self.meta.get("ssl_weight") == 0:
+            return "supervised"
         return str(self.get("method", "name", self.meta.get("method", "")))
 
     @property
