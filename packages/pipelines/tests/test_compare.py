@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.image import imread
 
 from contrastkit.pipelines import compare, plots
-from contrastkit.pipelines.report import append_results, write_history_csv
+from contrastkit.pipelines.evaluation.report import append_results, write_history_csv
 
 
 def probe_run(folder: Path, val_top1: list[float], val_loss: list[float]) -> Path:

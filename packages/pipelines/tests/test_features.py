@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from contrastkit.pipelines.features import extract_features
+from contrastkit.pipelines.evaluation.features import extract_features
 
 
 def _image_backbone() -> nn.Module:

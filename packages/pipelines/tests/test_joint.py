@@ -41,6 +41,7 @@ from contrastkit.pipelines.config import (
     load_config,
 )
 from contrastkit.pipelines.data import epoch_permutation
+from contrastkit.pipelines.evaluation.report import read_results
 from contrastkit.pipelines.joint import (
     JOINT_METRIC_COLUMNS,
     JointModel,
@@ -49,7 +50,6 @@ from contrastkit.pipelines.joint import (
 )
 from contrastkit.pipelines.methods import build_method
 from contrastkit.pipelines.metrics import read_metrics
-from contrastkit.pipelines.report import read_results
 
 JOINT_SCRIPT = REPO_ROOT / "packages" / "pipelines" / "joint.py"
 SEED = 0

@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from contrastkit.pipelines.knn import knn_accuracy, knn_predict, nearest_neighbours, topk_accuracy
+from contrastkit.pipelines.evaluation.knn import (
+    knn_accuracy,
+    knn_predict,
+    nearest_neighbours,
+    topk_accuracy,
+)
 
 DATA = Path(__file__).resolve().parents[3] / ".." / "shared" / "data"
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from contrastkit.pipelines.linear_probe import (
+from contrastkit.pipelines.evaluation.linear_probe import (
     SOLVERS,
     LinearProbeResult,
     label_fraction_indices,

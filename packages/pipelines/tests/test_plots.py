@@ -12,8 +12,10 @@ import pytest
 import torch
 
 from contrastkit.pipelines import plots
-from contrastkit.pipelines.knn import nearest_neighbours
-from contrastkit.pipelines.linear_probe import train_linear_probe
+from contrastkit.pipelines.evaluation.knn import nearest_neighbours
+from contrastkit.pipelines.evaluation.linear_probe import train_linear_probe
+from contrastkit.pipelines.evaluation.report import write_history_csv
+from contrastkit.pipelines.evaluation.tsne import _stratified_sample, tsne_embedding
 from contrastkit.pipelines.plots import (
     plot_compare,
     plot_nn_grid,
@@ -21,8 +23,6 @@ from contrastkit.pipelines.plots import (
     plot_probe_curves,
     plot_tsne,
 )
-from contrastkit.pipelines.report import write_history_csv
-from contrastkit.pipelines.tsne import _stratified_sample, tsne_embedding
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

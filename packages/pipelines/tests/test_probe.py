@@ -17,9 +17,9 @@ from contrastkit.backbones import create_backbone
 from contrastkit.pipelines import probe
 from contrastkit.pipelines.config import config_from_dict, config_to_dict
 from contrastkit.pipelines.data import load_dataset
-from contrastkit.pipelines.knn import knn_accuracy
-from contrastkit.pipelines.linear_probe import label_fraction_indices
-from contrastkit.pipelines.report import read_history_csv, read_results
+from contrastkit.pipelines.evaluation.knn import knn_accuracy
+from contrastkit.pipelines.evaluation.linear_probe import label_fraction_indices
+from contrastkit.pipelines.evaluation.report import read_history_csv, read_results
 
 CIFAR = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "cifar10"
 TOY_FEATURES, TOY_CLASSES, TOY_TRAIN, TOY_TEST = 8, 4, 300, 100

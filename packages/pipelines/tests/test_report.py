@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from contrastkit.pipelines.report import (
+from contrastkit.pipelines.evaluation.report import (
     FIGURE_CAPTIONS,
     RESULTS_COLUMNS,
     ReportSection,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from contrastkit.objectives._distributed import all_gather_with_grad, world
 from contrastkit.objectives._logsumexp import similarity_logsumexp
 from contrastkit.objectives._validation import (
     autocast_disabled,
@@ -23,6 +22,7 @@ from contrastkit.objectives._validation import (
     compute_dtype,
     l2_normalize,
 )
+from contrastkit.objectives.distributed import all_gather_with_grad, world
 
 
 def _target_terms(

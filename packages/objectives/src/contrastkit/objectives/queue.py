@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from contrastkit.objectives._distributed import all_gather_no_grad
 from contrastkit.objectives._validation import NORM_EPS, check_count, check_embeddings
+from contrastkit.objectives.distributed import all_gather_no_grad
 
 
 class MemoryQueue(nn.Module):

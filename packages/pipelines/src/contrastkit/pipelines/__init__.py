@@ -38,19 +38,31 @@ from contrastkit.pipelines.data import (
     epoch_permutation,
     load_dataset,
 )
-from contrastkit.pipelines.features import extract_features
+from contrastkit.pipelines.evaluation.features import extract_features
+from contrastkit.pipelines.evaluation.knn import (
+    knn_accuracy,
+    knn_predict,
+    nearest_neighbours,
+    topk_accuracy,
+)
+from contrastkit.pipelines.evaluation.linear_probe import (
+    LinearProbeResult,
+    label_fraction_indices,
+    train_linear_probe,
+)
+from contrastkit.pipelines.evaluation.report import (
+    append_results,
+    read_results,
+    results_table_markdown,
+    write_report,
+)
+from contrastkit.pipelines.evaluation.tsne import TsneEmbedding, tsne_embedding
 from contrastkit.pipelines.joint import (
     JointModel,
     JointStepOutput,
     JointTask,
     evaluate_classifier,
     run_joint,
-)
-from contrastkit.pipelines.knn import knn_accuracy, knn_predict, nearest_neighbours, topk_accuracy
-from contrastkit.pipelines.linear_probe import (
-    LinearProbeResult,
-    label_fraction_indices,
-    train_linear_probe,
 )
 from contrastkit.pipelines.methods import (
     BYOL,
@@ -88,13 +100,6 @@ from contrastkit.pipelines.pretrain import (
     run_pretrain,
     run_training,
 )
-from contrastkit.pipelines.report import (
-    append_results,
-    read_results,
-    results_table_markdown,
-    write_report,
-)
-from contrastkit.pipelines.tsne import TsneEmbedding, tsne_embedding
 
 __all__ = [
     "BYOL",

@@ -15,8 +15,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from contrastkit.pipelines.evaluation.report import (
+    append_results,
+    read_results,
+    results_table_markdown,
+)
 from contrastkit.pipelines.plots import plot_compare
-from contrastkit.pipelines.report import append_results, read_results, results_table_markdown
 
 METRICS_FILE = "metrics.csv"
 # A joint-training run keeps its per-epoch train/val log here (metrics.csv is per step there).

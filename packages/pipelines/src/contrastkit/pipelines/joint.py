@@ -22,8 +22,16 @@ from torch import Tensor, nn
 from contrastkit.backbones import LinearClassifier, model_summary
 from contrastkit.pipelines.config import JointTrainingConfig, PretrainConfig
 from contrastkit.pipelines.data import InMemoryDataset
-from contrastkit.pipelines.features import extract_features
-from contrastkit.pipelines.knn import topk_accuracy
+from contrastkit.pipelines.evaluation.features import extract_features
+from contrastkit.pipelines.evaluation.knn import topk_accuracy
+from contrastkit.pipelines.evaluation.report import (
+    ReportSection,
+    append_results,
+    model_summary_markdown,
+    results_table_markdown,
+    write_history_csv,
+    write_report,
+)
 from contrastkit.pipelines.methods import PretrainMethod, build_method
 from contrastkit.pipelines.metrics import read_metrics
 from contrastkit.pipelines.pretrain import (
@@ -33,14 +41,6 @@ from contrastkit.pipelines.pretrain import (
     TrainingTask,
     run_command,
     run_training,
-)
-from contrastkit.pipelines.report import (
-    ReportSection,
-    append_results,
-    model_summary_markdown,
-    results_table_markdown,
-    write_history_csv,
-    write_report,
 )
 
 HISTORY_FILE = "history.csv"

@@ -43,6 +43,7 @@ from contrastkit.pipelines.config import (
     save_config,
 )
 from contrastkit.pipelines.data import (
+    AUGMENT_DATASET,
     DeviceBatches,
     ImageFolderDataset,
     InMemoryDataset,
@@ -50,20 +51,14 @@ from contrastkit.pipelines.data import (
     balanced_subset,
     load_dataset,
 )
-from contrastkit.pipelines.features import extract_features
-from contrastkit.pipelines.knn import knn_accuracy
+from contrastkit.pipelines.evaluation.features import extract_features
+from contrastkit.pipelines.evaluation.knn import knn_accuracy
 from contrastkit.pipelines.methods import PretrainMethod, build_method
 from contrastkit.pipelines.metrics import METRIC_COLUMNS, MetricsLogger
 from contrastkit.pipelines.optim import build_optimizer, build_scheduler, scaled_lr
+from contrastkit.pipelines.training.accelerator import make_accelerator
 
 CURVES_FILE = "curves.png"
-# Normalisation constants make_views uses for each data.dataset.
-AUGMENT_DATASET = {
-    "cifar10": "cifar10",
-    "cifar100": "cifar100",
-    "image_folder": "imagenet",
-    "tabular": "tabular",
-}
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -523,27 +518,6 @@ def _plot_curves(metrics_csv: Path, out_png: Path) -> None:
     from contrastkit.pipelines.plots import plot_pretrain_curves
 
     plot_pretrain_curves(metrics_csv, out_png)
-
-
-def _has_accelerator_device() -> bool:
-    device_api = getattr(torch, "accelerator", None)  # torch >= 2.6
-    if device_api is not None:
-        return bool(device_api.is_available())
-    return torch.cuda.is_available()
-
-
-def make_accelerator(gradient_accumulation_steps: int = 1) -> Accelerator:
-    """An Accelerator for the layout `accelerate launch` (or torchrun) set up.
-
-    Mixed precision and the process layout come from `accelerate launch` flags / env variables.
-    On a host without a GPU, accelerate only forms a multi-process (gloo) group when told to use the
-    CPU; a launcher that started several processes (`accelerate launch --multi_gpu
-    --num_processes N`, torchrun) therefore gets cpu=True here instead of N independent runs.
-    Pretrain, joint training and the probe all start their runs with it.
-    """
-    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    cpu = launched and not _has_accelerator_device()
-    return Accelerator(gradient_accumulation_steps=gradient_accumulation_steps, cpu=cpu)
 
 
 def _eval_transform(eval_view: Any, channels_last: bool) -> Callable[[Tensor], Tensor]:

@@ -30,24 +30,29 @@ from contrastkit.augment import make_views
 from contrastkit.backbones import LinearClassifier, ProjectionHead, create_backbone, model_summary
 from contrastkit.pipelines.checkpoint import resolve_checkpoint
 from contrastkit.pipelines.data import (
+    AUGMENT_DATASET,
     DATASET_NAMES,
     DeviceBatches,
     InMemoryDataset,
     balanced_subset,
     load_dataset,
 )
-from contrastkit.pipelines.features import extract_features
-from contrastkit.pipelines.knn import knn_accuracy, nearest_neighbours, topk_accuracy
-from contrastkit.pipelines.linear_probe import SOLVERS, label_fraction_indices, train_linear_probe
-from contrastkit.pipelines.plots import plot_nn_grid, plot_probe_curves, plot_tsne
-from contrastkit.pipelines.pretrain import AUGMENT_DATASET, make_accelerator
-from contrastkit.pipelines.report import (
+from contrastkit.pipelines.evaluation.features import extract_features
+from contrastkit.pipelines.evaluation.knn import knn_accuracy, nearest_neighbours, topk_accuracy
+from contrastkit.pipelines.evaluation.linear_probe import (
+    SOLVERS,
+    label_fraction_indices,
+    train_linear_probe,
+)
+from contrastkit.pipelines.evaluation.report import (
     ReportSection,
     append_results,
     model_summary_markdown,
     write_history_csv,
     write_report,
 )
+from contrastkit.pipelines.plots import plot_nn_grid, plot_probe_curves, plot_tsne
+from contrastkit.pipelines.training.accelerator import make_accelerator
 
 # Bump when the cache file layout changes, so old caches are recomputed rather than misread.
 _CACHE_FORMAT = 1

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from contrastkit.pipelines.knn import _check_features, _check_labels
+from contrastkit.pipelines.evaluation.inputs import check_features, check_labels
 
 
 @dataclass
@@ -85,11 +85,11 @@ def tsne_embedding(
     Returns:
         TsneEmbedding(points (M, 2), indices (M,), labels (M,)).
     """
-    _check_features("features", features)
+    check_features("features", features)
     if not isinstance(labels, Tensor):
         raise ValueError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
     num_classes = int(labels.max()) + 1 if labels.numel() else 1
-    _check_labels("labels", labels, features.shape[0], num_classes)
+    check_labels("labels", labels, features.shape[0], num_classes)
     if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 2:
         raise ValueError(f"max_points must be an int >= 2, got {max_points!r}")
     if features.shape[0] < 2:

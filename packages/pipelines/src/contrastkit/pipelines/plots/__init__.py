@@ -20,9 +20,9 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from contrastkit.pipelines.knn import _check_labels
-from contrastkit.pipelines.report import read_history_csv
-from contrastkit.pipelines.tsne import TsneEmbedding, tsne_embedding
+from contrastkit.pipelines.evaluation.inputs import check_labels
+from contrastkit.pipelines.evaluation.report import read_history_csv
+from contrastkit.pipelines.evaluation.tsne import TsneEmbedding, tsne_embedding
 
 DPI = 120
 SAME_CLASS_COLOUR = "#1a9641"  # green border: neighbour of the query's class
@@ -469,8 +469,8 @@ def plot_nn_grid(
         int(query_labels.max()) if isinstance(query_labels, Tensor) and query_labels.numel() else 0,
         int(train_labels.max()) if isinstance(train_labels, Tensor) and train_labels.numel() else 0,
     )
-    _check_labels("query_labels", query_labels, rows, num_classes)
-    _check_labels("train_labels", train_labels, train_images.shape[0], num_classes)
+    check_labels("query_labels", query_labels, rows, num_classes)
+    check_labels("train_labels", train_labels, train_images.shape[0], num_classes)
     names = _class_names(class_names, num_classes)
     figure = _nn_grid_figure(
         query_images, query_labels, train_images, train_labels, neighbour_indices, names

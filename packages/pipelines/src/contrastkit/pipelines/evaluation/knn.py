@@ -9,46 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from contrastkit.pipelines.evaluation.inputs import check_features, check_labels, check_same_space
+
 # Eps for L2 normalisation: a zero feature vector stays zero (similarity 0 to everything).
 _NORM_EPS = 1e-12
-
-
-def _check_features(name: str, features: Tensor) -> None:
-    if not isinstance(features, Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor, got {type(features).__name__}")
-    if features.ndim != 2:
-        raise ValueError(f"{name} must have shape (N, D), got shape {tuple(features.shape)}")
-    if not features.is_floating_point():
-        raise ValueError(f"{name} must be a real floating-point tensor, got dtype {features.dtype}")
-
-
-def _check_same_space(train_name: str, train: Tensor, query_name: str, query: Tensor) -> None:
-    if train.shape[1] != query.shape[1]:
-        raise ValueError(
-            f"{query_name} has feature dimension {query.shape[1]} but {train_name} has "
-            f"{train.shape[1]}; both must be (N, D) with the same D"
-        )
-    if train.device != query.device:
-        raise ValueError(
-            f"{query_name} is on {query.device} but {train_name} is on {train.device}; "
-            "put both on the same device"
-        )
-
-
-def _check_labels(name: str, labels: Tensor, length: int, num_classes: int) -> None:
-    if not isinstance(labels, Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor, got {type(labels).__name__}")
-    if labels.ndim != 1 or labels.shape[0] != length:
-        raise ValueError(
-            f"{name} must have shape ({length},) to match its features, got {tuple(labels.shape)}"
-        )
-    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
-        raise ValueError(f"{name} must be an integer tensor of class indices, got {labels.dtype}")
-    if length and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise ValueError(
-            f"{name} must lie in [0, {num_classes}) for num_classes={num_classes}, "
-            f"got values in [{int(labels.min())}, {int(labels.max())}]"
-        )
 
 
 def _check_positive_int(name: str, value: int) -> None:
@@ -92,9 +56,9 @@ def nearest_neighbours(
         (Nq, k) int64 indices into `train_features`, on their device, sorted by decreasing
         cosine similarity (computed in float32 on L2-normalised features).
     """
-    _check_features("query_features", query_features)
-    _check_features("train_features", train_features)
-    _check_same_space("train_features", train_features, "query_features", query_features)
+    check_features("query_features", query_features)
+    check_features("train_features", train_features)
+    check_same_space("train_features", train_features, "query_features", query_features)
     _check_positive_int("k", k)
     _check_positive_int("chunk_size", chunk_size)
     if k > train_features.shape[0]:
@@ -137,11 +101,11 @@ def knn_predict(
     Returns:
         (Nq, C) float32 scores on the features' device, rows summing to 1.
     """
-    _check_features("train_features", train_features)
-    _check_features("query_features", query_features)
-    _check_same_space("train_features", train_features, "query_features", query_features)
+    check_features("train_features", train_features)
+    check_features("query_features", query_features)
+    check_same_space("train_features", train_features, "query_features", query_features)
     _check_positive_int("num_classes", num_classes)
-    _check_labels("train_labels", train_labels, train_features.shape[0], num_classes)
+    check_labels("train_labels", train_labels, train_features.shape[0], num_classes)
     _check_positive_int("k", k)
     _check_positive_int("chunk_size", chunk_size)
     if (
@@ -185,9 +149,9 @@ def knn_accuracy(
     Returns:
         {"top1": float, "top5": float}.
     """
-    _check_features("test_features", test_features)
+    check_features("test_features", test_features)
     _check_positive_int("num_classes", num_classes)
-    _check_labels("test_labels", test_labels, test_features.shape[0], num_classes)
+    check_labels("test_labels", test_labels, test_features.shape[0], num_classes)
     if test_features.shape[0] == 0:
         raise ValueError(
             "test_features is empty (shape (0, D)); accuracy needs at least one sample"
@@ -218,7 +182,7 @@ def topk_accuracy(scores: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5)) 
     if not isinstance(scores, Tensor) or scores.ndim != 2 or scores.shape[0] == 0:
         shape = tuple(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__
         raise ValueError(f"scores must be a non-empty (N, C) tensor, got {shape}")
-    _check_labels("labels", labels, scores.shape[0], scores.shape[1])
+    check_labels("labels", labels, scores.shape[0], scores.shape[1])
     if not ks:
         raise ValueError("ks must name at least one k, got ()")
     for k in ks:

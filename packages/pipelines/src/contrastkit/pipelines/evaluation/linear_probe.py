@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from contrastkit.pipelines.knn import _check_features, _check_labels, topk_accuracy
+from contrastkit.pipelines.evaluation.inputs import check_features, check_labels
+from contrastkit.pipelines.evaluation.knn import topk_accuracy
 
 SOLVERS: tuple[str, ...] = ("sgd", "lbfgs", "closed_form")
 
@@ -64,8 +65,8 @@ def _check_probe_inputs(
     test_labels: Tensor,
     num_classes: int,
 ) -> None:
-    _check_features("train_features", train_features)
-    _check_features("test_features", test_features)
+    check_features("train_features", train_features)
+    check_features("test_features", test_features)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
     if train_features.shape[0] == 0 or test_features.shape[0] == 0:
@@ -83,8 +84,8 @@ def _check_probe_inputs(
             f"test_features is on {test_features.device} but train_features is on "
             f"{train_features.device}; put both on the same device"
         )
-    _check_labels("train_labels", train_labels, train_features.shape[0], num_classes)
-    _check_labels("test_labels", test_labels, test_features.shape[0], num_classes)
+    check_labels("train_labels", train_labels, train_features.shape[0], num_classes)
+    check_labels("test_labels", test_labels, test_features.shape[0], num_classes)
 
 
 def _positive_number(name: str, value: float, *, allow_zero: bool = False) -> None:

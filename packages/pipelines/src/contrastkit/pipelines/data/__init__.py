@@ -13,11 +13,18 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from contrastkit.pipelines import _readers
+from contrastkit.pipelines.data import _readers
 
 DATASET_NAMES: tuple[str, ...] = ("cifar10", "cifar100", "image_folder", "tabular")
 DATASET_KINDS: tuple[str, ...] = ("image", "tabular")
 _PROGRESS_MIN_FILES = 1000
+# Normalisation constants `contrastkit.augment.make_views` uses for each data.dataset.
+AUGMENT_DATASET = {
+    "cifar10": "cifar10",
+    "cifar100": "cifar100",
+    "image_folder": "imagenet",
+    "tabular": "tabular",
+}
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""The training engine that pretraining and joint training both drive."""
