@@ -136,7 +136,7 @@ def kornia_simclr(size: int):
 
 def bench_ours(images: torch.Tensor, device: str, reps: int) -> Rate:
     batch = images.to(device)
-    views = make_views("simclr", images.shape[-1], seed=0)
+    views = make_views("simclr_views", images.shape[-1], seed=0)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     rate = _rate(2 * len(images), best_seconds(lambda: views(batch), reps, sync))
     return rate if device == "cpu" else (rate[0], None)
@@ -190,7 +190,7 @@ def resnet18_step_share(images: torch.Tensor, reps: int) -> tuple[float, float]:
     model = model.cuda().to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     batch = images.cuda()
-    views = make_views("simclr", images.shape[-1], seed=0)
+    views = make_views("simclr_views", images.shape[-1], seed=0)
     augment_s = best_seconds(lambda: views(batch), reps, torch.cuda.synchronize)[0]
     inputs = torch.cat(views(batch)).contiguous(memory_format=torch.channels_last)
 

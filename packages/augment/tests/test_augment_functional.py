@@ -248,6 +248,37 @@ def test_padded_crop_is_a_zero_filled_window_by_hand() -> None:
                 assert torch.equal(out[n, :, i, j], expected)
 
 
+def test_horizontal_flip_mirrors_only_the_flagged_samples_by_hand() -> None:
+    x = torch.randint(
+        0, 256, (3, 2, 4, 5), dtype=torch.uint8, generator=torch.Generator().manual_seed(7)
+    )
+    flip = torch.tensor([True, False, True])
+    out = AF.horizontal_flip(x, flip)
+    assert out.dtype == torch.uint8 and out.shape == x.shape
+    for n in range(3):
+        for j in range(5):
+            source = 4 - j if flip[n] else j
+            assert torch.equal(out[n, :, :, j], x[n, :, :, source])
+    with pytest.raises(ValueError, match="flip must have shape"):
+        AF.horizontal_flip(x, torch.ones(2, dtype=torch.bool))
+
+
+def test_functional_re_exports_the_ops_of_color_blur_and_geometry() -> None:
+    from contrastkit.augment import blur, color, geometry
+
+    families = {"color": color, "blur": blur, "geometry": geometry}
+    used = set()
+    for name in AF.__all__:
+        found = [family for family, module in families.items() if hasattr(module, name)]
+        assert len(found) == 1, (name, found)  # each op has exactly one home
+        assert getattr(AF, name) is getattr(families[found[0]], name)
+        used.add(found[0])
+    assert used == set(families)
+    assert AF.gaussian_blur.__module__ == "contrastkit.augment.blur"
+    assert AF.color_jitter.__module__ == "contrastkit.augment.color"
+    assert AF.resized_crop.__module__ == "contrastkit.augment.geometry"
+
+
 @pytest.mark.parametrize(
     ("call", "match"),
     [

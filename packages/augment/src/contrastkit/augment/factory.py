@@ -1,10 +1,13 @@
 """make_views: the one entry point the pipelines use, from a recipe name and a dataset name.
 
-It maps the name to its preset recipes and the dataset to its normalization constants.
+It maps the name to its recipe function (one recipe per view) and the dataset to its
+normalization constants; the 0.1 names still work, with a DeprecationWarning, until 0.3.
 """
 
 from __future__ import annotations
 
+import difflib
+import warnings
 from collections.abc import Callable
 from types import MappingProxyType
 from typing import Any
@@ -16,30 +19,65 @@ from contrastkit.augment.multiview import MultiViewAugment
 from contrastkit.augment.normalization import DATASETS, dataset_normalization
 from contrastkit.augment.recipes import NoiseRecipe, ViewRecipe
 
-# Recipe name -> the recipes of its views. Contrastive recipes give 2 views; the evaluation
-# recipes give 1. For isd, views[0] is the weak (teacher) view and views[1] the strong (student) one.
-IMAGE_RECIPES: MappingProxyType[str, Callable[..., list[ViewRecipe]]] = MappingProxyType(
+# Recipe name -> its recipe function, (size, **overrides) -> one recipe per view. Contrastive
+# recipes give 2 views, the evaluation recipes 1. isd_views gives (weak teacher, strong student).
+IMAGE_RECIPES: MappingProxyType[str, Callable[..., tuple[ViewRecipe, ...]]] = MappingProxyType(
     {
-        "simclr": lambda size, **kw: [R.simclr(size, **kw), R.simclr(size, **kw)],
-        "mocov2": lambda size, **kw: [R.mocov2(size, **kw), R.mocov2(size, **kw)],
-        "byol": lambda size, **kw: list(R.byol(size, **kw)),
-        "isd": lambda size, **kw: list(R.isd(size, **kw)),
-        "cifar_eval": lambda size, **kw: [R.linear_probe(size, **kw)],
-        "linear_probe": lambda size, **kw: [R.linear_probe(size, **kw)],
-        "identity": lambda size, **kw: [R.identity(size, **kw)],
+        "simclr_views": R.simclr_views,
+        "mocov2_views": R.mocov2_views,
+        "byol_views": R.byol_views,
+        "isd_views": R.isd_views,
+        "probe_views": R.probe_views,
+        "identity_views": R.identity_views,
     }
 )
 
-# Tabular/generic recipes give 2 views of the (N, F) batch, so a contrastive pipeline runs unchanged.
-TABULAR_RECIPES: MappingProxyType[str, Callable[..., list[NoiseRecipe]]] = MappingProxyType(
+# Tabular/generic recipes give 2 views of the (N, F) batch, so a contrastive pipeline runs
+# unchanged; the identity is noise of std 0, i.e. two exact copies.
+TABULAR_RECIPES: MappingProxyType[str, Callable[..., tuple[NoiseRecipe, ...]]] = MappingProxyType(
     {
-        "identity": lambda: [NoiseRecipe(), NoiseRecipe()],
-        "gaussian_noise": lambda **kw: [R.gaussian_noise(**kw), R.gaussian_noise(**kw)],
+        "identity_views": lambda: R.gaussian_noise_views(std=0.0),
+        "gaussian_noise_views": R.gaussian_noise_views,
     }
 )
 TABULAR_FIELDS: MappingProxyType[str, frozenset[str]] = MappingProxyType(
-    {"identity": frozenset(), "gaussian_noise": frozenset({"std"})}
+    {"identity_views": frozenset(), "gaussian_noise_views": frozenset({"std"})}
 )
+
+# The 0.1 make_views names -> their 0.2 names. They are not keys of IMAGE_RECIPES /
+# TABULAR_RECIPES, which list only the names to write from now on; make_views accepts them with
+# a DeprecationWarning until 0.3. "cifar_eval" took the size like "linear_probe", so both map to
+# probe_views and give the same views as before.
+RENAMED_RECIPES: MappingProxyType[str, str] = MappingProxyType(
+    {
+        "simclr": "simclr_views",
+        "mocov2": "mocov2_views",
+        "byol": "byol_views",
+        "isd": "isd_views",
+        "linear_probe": "probe_views",
+        "cifar_eval": "probe_views",
+        "identity": "identity_views",
+        "gaussian_noise": "gaussian_noise_views",
+    }
+)
+
+
+def _unknown_recipe(recipe: str, dataset: str) -> ValueError:
+    """The error for a recipe name ``dataset`` has not, with the close matches among its recipes."""
+    valid = TABULAR_RECIPES if dataset == "tabular" else IMAGE_RECIPES
+    # Old spellings count as matches too, suggested by their new name: 'moco' -> 'mocov2_views'.
+    spellings = {name: name for name in valid}
+    spellings.update({old: new for old, new in RENAMED_RECIPES.items() if new in valid})
+    matches = difflib.get_close_matches(recipe, list(spellings), n=3, cutoff=0.6)
+    close = dict.fromkeys(spellings[m] for m in matches)
+    message = f"unknown recipe {recipe!r} for dataset {dataset!r}; valid recipes: {list(valid)}"
+    if close:
+        message += f"; did you mean {' or '.join(map(repr, close))}?"
+    elif RENAMED_RECIPES.get(recipe, recipe) in IMAGE_RECIPES:
+        message += "; that is a recipe for image datasets"
+    elif RENAMED_RECIPES.get(recipe, recipe) in TABULAR_RECIPES:
+        message += "; that is a recipe for dataset 'tabular'"
+    return ValueError(message)
 
 
 def make_views(
@@ -54,16 +92,18 @@ def make_views(
     """Build the view generator of a named recipe for a dataset.
 
     Args:
-        recipe: image datasets: ``simclr``, ``mocov2``, ``byol``, ``isd`` (2 views each; isd gives
-            [weak teacher view, strong student view]), ``linear_probe`` / ``cifar_eval`` (1 view:
-            padded crop + flip), ``identity`` (1 view: resize to ``size`` if needed + normalize).
-            ``tabular``: ``identity`` (2 copies of the input), ``gaussian_noise`` (2 noisy views).
+        recipe: image datasets: ``simclr_views``, ``mocov2_views``, ``byol_views``,
+            ``isd_views`` (2 views each; isd gives [weak teacher view, strong student view]),
+            ``probe_views`` (1 view: padded crop + flip), ``identity_views`` (1 view: resize to
+            ``size`` if needed + normalize). ``tabular``: ``identity_views`` (2 copies of the
+            input), ``gaussian_noise_views`` (2 noisy views). The 0.1 names (``RENAMED_RECIPES``)
+            still work and warn with a DeprecationWarning.
         size: output side in px for images (>= 1); not used for ``tabular`` (features keep their shape).
         dataset: ``cifar10``, ``cifar100``, ``imagenet`` (their normalization constants) or ``tabular``.
         seed: seeds the augmentation generators; None = drawn from torch's global generator.
         device: create that device's generator now (optional).
         **overrides: recipe fields to change in every view, e.g. ``gray_p=0.0`` or, for
-            ``gaussian_noise``, ``std=0.05``.
+            ``gaussian_noise_views``, ``std=0.05``.
 
     Returns:
         A MultiViewAugment; ``make_views(...)(batch)`` is a list of ``num_views`` tensors.
@@ -72,26 +112,31 @@ def make_views(
         raise ValueError(f"size must be an int >= 1, got {size!r}")
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; valid datasets: {list(DATASETS)}")
-    if dataset == "tabular":
-        if recipe not in TABULAR_RECIPES:
-            raise ValueError(
-                f"unknown recipe {recipe!r} for dataset 'tabular'; valid recipes: {list(TABULAR_RECIPES)}"
-            )
-        allowed = sorted(TABULAR_FIELDS[recipe])
+    if not isinstance(recipe, str):
+        raise ValueError(f"recipe must be a recipe name (str), got {type(recipe).__name__}")
+    tabular = dataset == "tabular"
+    name = RENAMED_RECIPES.get(recipe, recipe)
+    if name not in (TABULAR_RECIPES if tabular else IMAGE_RECIPES):
+        raise _unknown_recipe(recipe, dataset)
+    if name != recipe:
+        warnings.warn(
+            f"make_views recipe {recipe!r} is deprecated since contrastkit-augment 0.2 and will be "
+            f"removed in 0.3; use {name!r}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+    if tabular:
+        allowed = sorted(TABULAR_FIELDS[name])
         unknown = sorted(set(overrides) - set(allowed))
         if unknown:
             raise ValueError(
-                f"unknown field(s) {unknown} for tabular recipe {recipe!r}; valid: {allowed}"
+                f"unknown field(s) {unknown} for tabular recipe {name!r}; valid: {allowed}"
             )
-        return MultiViewAugment(TABULAR_RECIPES[recipe](**overrides), seed=seed, device=device)
-    if recipe not in IMAGE_RECIPES:
-        raise ValueError(
-            f"unknown recipe {recipe!r} for dataset {dataset!r}; valid recipes: {list(IMAGE_RECIPES)}"
-        )
+        return MultiViewAugment(TABULAR_RECIPES[name](**overrides), seed=seed, device=device)
     stats = dataset_normalization(dataset)
     if stats is None:
         raise ValueError(f"dataset {dataset!r} has no normalization constants for images")
     mean, std = stats
     return MultiViewAugment(
-        IMAGE_RECIPES[recipe](size, **overrides), mean=mean, std=std, seed=seed, device=device
+        IMAGE_RECIPES[name](size, **overrides), mean=mean, std=std, seed=seed, device=device
     )

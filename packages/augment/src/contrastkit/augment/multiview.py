@@ -43,7 +43,8 @@ class MultiViewAugment:
     otherwise all ranks draw the same crops for their different images.
 
     Args:
-        views: one recipe per view, all ``ViewRecipe`` or all ``NoiseRecipe``.
+        views: one recipe per view, all ``ViewRecipe`` or all ``NoiseRecipe``, e.g. what a recipe
+            function returns: ``MultiViewAugment(byol_views(32))``.
         mean, std: per-channel normalization on the [0, 1] scale for image views; None = none.
         seed: seeds the generators; None draws one from torch's global generator (so
             ``torch.manual_seed`` makes it reproducible).
@@ -67,7 +68,14 @@ class MultiViewAugment:
             self.is_image = False
         else:
             kinds = [type(v).__name__ for v in views]
-            raise ValueError(f"views must be all ViewRecipe or all NoiseRecipe, got {kinds}")
+            hint = ""
+            if any(isinstance(v, tuple) for v in views):
+                # MultiViewAugment([simclr_views(32)]) nests the tuple the recipe function returns.
+                hint = (
+                    "; recipe functions such as simclr_views(size) return one recipe per view:"
+                    " pass their tuple itself"
+                )
+            raise ValueError(f"views must be all ViewRecipe or all NoiseRecipe, got {kinds}{hint}")
         if (mean is None) != (std is None):
             raise ValueError("mean and std must be given together")
         if mean is not None and std is not None:

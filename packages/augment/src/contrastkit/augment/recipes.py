@@ -1,12 +1,14 @@
 """View recipes: the per-view augmentation settings of SimCLR, MoCo v2, BYOL, ISD and linear probing.
 
-A recipe is a frozen, validated dataclass; the constructors below return the published presets.
+A recipe is a frozen, validated dataclass. The ``*_views`` functions return the published presets
+as a tuple with one recipe per view; the 0.1 names at the end are deprecated aliases.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -174,19 +176,27 @@ def _blur_p(size: int, p: float) -> float:
     return p if size >= BLUR_MIN_SIZE else 0.0
 
 
-def simclr(size: int, **overrides: Any) -> ViewRecipe:
-    """SimCLR view: crop scale 0.08-1, flip 0.5, jitter (0.4, 0.4, 0.4, 0.1) p=0.8, gray 0.2, blur 0.5 at >= 64 px."""
-    recipe = ViewRecipe(size=size, blur_p=_blur_p(size, 0.5))
-    return _with_overrides(recipe, overrides)
+def simclr_views(size: int, **overrides: Any) -> tuple[ViewRecipe, ViewRecipe]:
+    """SimCLR's two views, one recipe for both: crop scale 0.08-1, flip 0.5,
+    jitter (0.4, 0.4, 0.4, 0.1) p=0.8, gray 0.2, blur 0.5 at >= 64 px.
+
+    ``overrides`` change fields in both views.
+    """
+    view = _with_overrides(ViewRecipe(size=size, blur_p=_blur_p(size, 0.5)), overrides)
+    return view, view
 
 
-def mocov2(size: int, **overrides: Any) -> ViewRecipe:
-    """MoCo v2 view: as SimCLR with crop scale 0.2-1 (blur 0.5 at >= 64 px)."""
+def mocov2_views(size: int, **overrides: Any) -> tuple[ViewRecipe, ViewRecipe]:
+    """MoCo v2's two views, one recipe for both: as SimCLR with crop scale 0.2-1 (blur 0.5 >= 64 px).
+
+    ``overrides`` change fields in both views.
+    """
     recipe = ViewRecipe(size=size, crop_scale=(0.2, 1.0), blur_p=_blur_p(size, 0.5))
-    return _with_overrides(recipe, overrides)
+    view = _with_overrides(recipe, overrides)
+    return view, view
 
 
-def byol(size: int, **overrides: Any) -> tuple[ViewRecipe, ViewRecipe]:
+def byol_views(size: int, **overrides: Any) -> tuple[ViewRecipe, ViewRecipe]:
     """BYOL's asymmetric pair: jitter (0.4, 0.4, 0.2, 0.1) p=0.8, gray 0.2, then
     view 1 blur p=1.0, no solarize; view 2 blur p=0.1, solarize p=0.2 (blur only at >= 64 px).
 
@@ -198,7 +208,7 @@ def byol(size: int, **overrides: Any) -> tuple[ViewRecipe, ViewRecipe]:
     return _with_overrides(first, overrides), _with_overrides(second, overrides)
 
 
-def isd(size: int, **overrides: Any) -> tuple[ViewRecipe, ViewRecipe]:
+def isd_views(size: int, **overrides: Any) -> tuple[ViewRecipe, ViewRecipe]:
     """ISD's (weak, strong) pair: weak = crop scale 0.2-1 + flip, for the teacher;
     strong = the MoCo v2 view, for the student (UMBCvision/ISD ``aug_weak`` / ``aug_strong``).
 
@@ -207,11 +217,13 @@ def isd(size: int, **overrides: Any) -> tuple[ViewRecipe, ViewRecipe]:
     weak = ViewRecipe(
         size=size, crop_scale=(0.2, 1.0), jitter_p=0.0, gray_p=0.0, blur_p=0.0, solarize_p=0.0
     )
-    return _with_overrides(weak, overrides), mocov2(size, **overrides)
+    return _with_overrides(weak, overrides), mocov2_views(size, **overrides)[0]
 
 
-def linear_probe(size: int, **overrides: Any) -> ViewRecipe:
-    """Linear-probe training view: RandomCrop(size) of the image zero-padded by 4 px, flip 0.5, no color."""
+def probe_views(size: int, **overrides: Any) -> tuple[ViewRecipe]:
+    """The one linear-probe training view: RandomCrop(size) of the image zero-padded by 4 px,
+    flip 0.5, no color. ``probe_views(32)`` is the standard CIFAR linear-probe augmentation.
+    """
     recipe = ViewRecipe(
         size=size,
         crop="padded",
@@ -221,22 +233,82 @@ def linear_probe(size: int, **overrides: Any) -> ViewRecipe:
         blur_p=0.0,
         solarize_p=0.0,
     )
-    return _with_overrides(recipe, overrides)
+    return (_with_overrides(recipe, overrides),)
 
 
-def cifar_eval(**overrides: Any) -> ViewRecipe:
-    """``linear_probe(32)``: the standard CIFAR linear-probe augmentation."""
-    return linear_probe(32, **overrides)
-
-
-def identity(size: int, **overrides: Any) -> ViewRecipe:
-    """No augmentation: the whole image, resized to ``size`` only if it is not size x size already."""
+def identity_views(size: int, **overrides: Any) -> tuple[ViewRecipe]:
+    """One view without augmentation: the whole image, resized to ``size`` only if it is not
+    size x size already."""
     recipe = ViewRecipe(
         size=size, crop="none", flip_p=0.0, jitter_p=0.0, gray_p=0.0, blur_p=0.0, solarize_p=0.0
     )
-    return _with_overrides(recipe, overrides)
+    return (_with_overrides(recipe, overrides),)
+
+
+def gaussian_noise_views(std: float = 0.1) -> tuple[NoiseRecipe, NoiseRecipe]:
+    """Two tabular/generic views, each the input plus independent Gaussian noise of standard
+    deviation ``std`` (feature units); ``std=0`` gives two exact copies."""
+    view = NoiseRecipe(std=std)
+    return view, view
+
+
+# ----------------------------------------------------------------------------------------------
+# Deprecated 0.1 names, kept for one minor version (removed in 0.3). Each returns exactly what it
+# returned in 0.1: one recipe, or a pair for byol and isd.
+
+
+def _warn_renamed(old: str, new: str) -> None:
+    warnings.warn(
+        f"contrastkit.augment.{old} is deprecated since 0.2 and will be removed in 0.3; use {new} "
+        "(recipe functions now return a tuple with one recipe per view)",
+        DeprecationWarning,
+        stacklevel=3,  # the caller of the deprecated function
+    )
+
+
+def simclr(size: int, **overrides: Any) -> ViewRecipe:
+    """Deprecated: ``simclr_views(size, **overrides)[0]``."""
+    _warn_renamed("simclr(size)", "simclr_views(size)[0]")
+    return simclr_views(size, **overrides)[0]
+
+
+def mocov2(size: int, **overrides: Any) -> ViewRecipe:
+    """Deprecated: ``mocov2_views(size, **overrides)[0]``."""
+    _warn_renamed("mocov2(size)", "mocov2_views(size)[0]")
+    return mocov2_views(size, **overrides)[0]
+
+
+def byol(size: int, **overrides: Any) -> tuple[ViewRecipe, ViewRecipe]:
+    """Deprecated: ``byol_views(size, **overrides)``."""
+    _warn_renamed("byol(size)", "byol_views(size)")
+    return byol_views(size, **overrides)
+
+
+def isd(size: int, **overrides: Any) -> tuple[ViewRecipe, ViewRecipe]:
+    """Deprecated: ``isd_views(size, **overrides)``."""
+    _warn_renamed("isd(size)", "isd_views(size)")
+    return isd_views(size, **overrides)
+
+
+def linear_probe(size: int, **overrides: Any) -> ViewRecipe:
+    """Deprecated: ``probe_views(size, **overrides)[0]``."""
+    _warn_renamed("linear_probe(size)", "probe_views(size)[0]")
+    return probe_views(size, **overrides)[0]
+
+
+def cifar_eval(**overrides: Any) -> ViewRecipe:
+    """Deprecated: ``probe_views(32, **overrides)[0]``."""
+    _warn_renamed("cifar_eval()", "probe_views(32)[0]")
+    return probe_views(32, **overrides)[0]
+
+
+def identity(size: int, **overrides: Any) -> ViewRecipe:
+    """Deprecated: ``identity_views(size, **overrides)[0]``."""
+    _warn_renamed("identity(size)", "identity_views(size)[0]")
+    return identity_views(size, **overrides)[0]
 
 
 def gaussian_noise(std: float = 0.1) -> NoiseRecipe:
-    """Tabular/generic view: additive Gaussian noise of standard deviation ``std`` (feature units)."""
-    return NoiseRecipe(std=std)
+    """Deprecated: ``gaussian_noise_views(std)[0]``."""
+    _warn_renamed("gaussian_noise(std)", "gaussian_noise_views(std)[0]")
+    return gaussian_noise_views(std)[0]

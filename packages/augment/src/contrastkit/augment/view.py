@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from contrastkit.augment import functional as AF
+from contrastkit.augment import blur, color, geometry
 from contrastkit.augment.params import ViewParams
 from contrastkit.augment.recipes import ViewRecipe
 
@@ -52,29 +52,27 @@ def _geometry(images: Tensor, recipe: ViewRecipe, params: ViewParams) -> Tensor:
     if recipe.crop == "padded":
         # Gathering before the float conversion moves 4x fewer bytes for uint8 input.
         return _to_unit_float(
-            AF.padded_crop(images, params.boxes[:, :2], size, recipe.crop_padding, flip)
+            geometry.padded_crop(images, params.boxes[:, :2], size, recipe.crop_padding, flip)
         )
     height, width = images.shape[-2:]
     if recipe.crop == "none" and height == size and width == size:
         images = _to_unit_float(images)
-        if flip is None:
-            return images
-        return torch.where(flip.view(-1, 1, 1, 1), images.flip(3), images)
-    return AF.resized_crop(_to_unit_float(images), params.boxes, size, flip)
+        return images if flip is None else geometry.horizontal_flip(images, flip)
+    return geometry.resized_crop(_to_unit_float(images), params.boxes, size, flip)
 
 
 def _color(images: Tensor, recipe: ViewRecipe, params: ViewParams) -> Tensor:
     """The photometric ops of ``recipe``, in torchvision's SimCLR/BYOL order."""
     if recipe.uses_jitter:
-        images = AF.color_jitter(
+        images = color.color_jitter(
             images, params.factors, params.order, params.jitter, use_hue=recipe.hue > 0.0
         )
     if recipe.gray_p > 0.0:
-        images = AF.rgb_to_grayscale(images, params.gray)
+        images = color.rgb_to_grayscale(images, params.gray)
     if recipe.blur_p > 0.0:
-        images = AF.gaussian_blur(images, params.sigma, recipe.kernel_size)
+        images = blur.gaussian_blur(images, params.sigma, recipe.kernel_size)
     if recipe.solarize_p > 0.0:
-        images = AF.solarize(images, params.solarize, recipe.solarize_threshold)
+        images = color.solarize(images, params.solarize, recipe.solarize_threshold)
     return images
 
 
@@ -135,5 +133,5 @@ def apply_view(
             target = out[part]
             target.copy_(view)
             if mean is not None and std is not None:
-                AF.normalize(target, mean, std)
+                color.normalize(target, mean, std)
     return out
