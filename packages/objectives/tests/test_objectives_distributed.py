@@ -18,6 +18,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from contrastkit.objectives import MemoryQueue, moco_loss, npair_loss, nt_xent_loss
+from contrastkit.objectives.distributed import all_gather_no_grad, all_gather_with_grad, world
 
 WORLD = 2
 N_PER_RANK, IN_DIM, D, K = 3, 5, 4, 7
@@ -106,6 +107,11 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
         for step in range(2):
             queue.enqueue(data["enqueue"][step][mine])
         results["queue"] = {"keys": queue.keys.clone(), "ptr": queue.ptr.clone()}
+        mark = torch.full((2,), float(rank))
+        results["public"] = {
+            "world": torch.tensor(world()),
+            "gathered": all_gather_no_grad(mark),
+        }
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -158,6 +164,11 @@ def test_two_gloo_ranks_match_one_process_on_the_full_batch(tmp_path):
             torch.testing.assert_close(got[key], expected, msg=f"moco {key}")
         torch.testing.assert_close(got["x1"], halves[rank]["x1"], msg="moco dx1")
 
+    # The public helpers: each rank knows its place, and the gather is in rank order.
+    for rank, result in enumerate(ranks):
+        assert result["public"]["world"].tolist() == [rank, WORLD]
+        assert result["public"]["gathered"].tolist() == [0.0, 0.0, 1.0, 1.0]
+
     # The queue holds both ranks' keys (rank order) on every rank, as one process enqueuing all.
     single = MemoryQueue(K, D).double()
     for step in range(2):
@@ -165,3 +176,11 @@ def test_two_gloo_ranks_match_one_process_on_the_full_batch(tmp_path):
     for result in ranks:
         torch.testing.assert_close(result["queue"]["keys"], single.keys)
         assert result["queue"]["ptr"].item() == single.ptr.item()
+
+
+def test_public_helpers_are_the_identity_without_a_process_group():
+    assert not (dist.is_available() and dist.is_initialized())
+    assert world() == (0, 1)
+    x = torch.randn(3, 2, requires_grad=True)
+    assert all_gather_with_grad(x) is x
+    assert all_gather_no_grad(x) is x
