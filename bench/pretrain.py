@@ -45,8 +45,8 @@ class Case:
 
 
 CASES = {
-    "simclr_resnet18": Case("SimCLR ResNet-18-CIFAR", "simclr", "resnet18_cifar", "simclr"),
-    "isd_myresnet": Case("ISD MyResNet", "isd", "myresnet", "isd"),
+    "simclr_resnet18": Case("SimCLR ResNet-18-CIFAR", "simclr", "resnet18_cifar", "simclr_views"),
+    "isd_myresnet": Case("ISD MyResNet", "isd", "myresnet", "isd_views"),
 }
 
 
@@ -114,7 +114,7 @@ def torchvision_views(recipe: str) -> list[T.Compose]:
             *normalize,
         ]
     )
-    if recipe == "simclr":
+    if recipe == "simclr_views":
         return [simclr, simclr]
     weak = T.Compose(
         [T.RandomResizedCrop(32, scale=(0.2, 1.0)), T.RandomHorizontalFlip(), *normalize]

@@ -102,3 +102,14 @@ def test_pipelines_sibling_ranges_admit_current_versions() -> None:
     assert set(siblings) == {"objectives", "augment", "backbones"}
     for sibling, spec in siblings.items():
         assert _satisfies(_version(sibling), spec), f"{sibling} {_version(sibling)} outside {spec}"
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_no_source_module_is_over_400_lines(name: str) -> None:
+    src = ROOT / "packages" / name / "src"
+    long = {
+        str(path.relative_to(src)): count
+        for path in sorted(src.rglob("*.py"))
+        if (count := len(path.read_text().splitlines())) > 400
+    }
+    assert not long, f"modules over 400 lines (split them at their seams): {long}"

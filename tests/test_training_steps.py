@@ -61,7 +61,7 @@ def _nt_xent_by_hand(z1: torch.Tensor, z2: torch.Tensor, t: float) -> float:
 
 
 def test_simclr_step_on_real_images_matches_hand_loss_and_learns(cifar_batch: torch.Tensor) -> None:
-    views = make_views("simclr", 32, dataset="cifar10", seed=0)(cifar_batch[:16])
+    views = make_views("simclr_views", 32, dataset="cifar10", seed=0)(cifar_batch[:16])
     assert len(views) == 2
     for v in views:
         assert v.shape == (16, 3, 32, 32) and v.dtype == torch.float32
@@ -89,7 +89,7 @@ def test_simclr_step_on_real_images_matches_hand_loss_and_learns(cifar_batch: to
 
 
 def test_moco_step_updates_teacher_and_queue_as_specified(cifar_batch: torch.Tensor) -> None:
-    views = make_views("mocov2", 32, dataset="cifar10", seed=1)(cifar_batch)
+    views = make_views("mocov2_views", 32, dataset="cifar10", seed=1)(cifar_batch)
     backbone, head = _tiny_encoder(1)
     student = torch.nn.Sequential(backbone, head)
     teacher = MomentumTeacher(student)
@@ -124,7 +124,7 @@ def test_moco_step_updates_teacher_and_queue_as_specified(cifar_batch: torch.Ten
 
 
 def test_isd_and_byol_losses_on_backbone_features(cifar_batch: torch.Tensor) -> None:
-    weak, strong = make_views("isd", 32, dataset="cifar10", seed=2)(cifar_batch)
+    weak, strong = make_views("isd_views", 32, dataset="cifar10", seed=2)(cifar_batch)
     backbone, head = _tiny_encoder(2)
     student = torch.nn.Sequential(backbone, head)
     predictor = PredictionHead(32, 64, 32)
@@ -188,7 +188,7 @@ def test_imix_npair_on_tabular_mlp_obeys_the_mixing_identity(covtype_rows) -> No
 def test_bf16_autocast_through_backbone_and_loss_stays_close_to_fp32(
     cifar_batch: torch.Tensor,
 ) -> None:
-    views = make_views("simclr", 32, dataset="cifar10", seed=4)(cifar_batch[:16])
+    views = make_views("simclr_views", 32, dataset="cifar10", seed=4)(cifar_batch[:16])
     backbone, head = _tiny_encoder(4)
     backbone.eval(), head.eval()
     with torch.no_grad():

@@ -127,7 +127,7 @@ def tiny_tabular_config(output_dir: Path, **sections: dict[str, Any]) -> dict:
             "projection_dim": 16,
             "prediction_hidden_dim": 32,
         },
-        "data": {"dataset": "tabular", "augment": "gaussian_noise"},
+        "data": {"dataset": "tabular", "augment": "gaussian_noise_views"},
         "optimizer": {"name": "sgd", "lr": 0.1},
         "train": {
             "epochs": 2,

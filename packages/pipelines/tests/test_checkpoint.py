@@ -24,7 +24,8 @@ from contrastkit.pipelines.checkpoint import (
 )
 from contrastkit.pipelines.config import config_from_dict, config_to_dict, load_config
 from contrastkit.pipelines.metrics import read_metrics
-from contrastkit.pipelines.pretrain import PretrainResult, run_pretrain
+from contrastkit.pipelines.pretrain import run_pretrain
+from contrastkit.pipelines.training.task import PretrainResult
 
 
 def _fake_checkpoint(run_dir: Path, step: int) -> Path:

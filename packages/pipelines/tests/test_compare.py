@@ -11,8 +11,9 @@ import pytest
 from matplotlib.figure import Figure
 from matplotlib.image import imread
 
-from contrastkit.pipelines import compare, plots
-from contrastkit.pipelines.evaluation.report import append_results, write_history_csv
+from contrastkit.pipelines import compare
+from contrastkit.pipelines.evaluation.results import append_results, write_history_csv
+from contrastkit.pipelines.plots import _figure
 
 
 def probe_run(folder: Path, val_top1: list[float], val_loss: list[float]) -> Path:
@@ -41,15 +42,15 @@ def pretrain_run(folder: Path) -> Path:
 
 @pytest.fixture
 def figures(monkeypatch: pytest.MonkeyPatch) -> list[Figure]:
-    """Every figure plots.py saves, kept for inspection (the PNG is still written)."""
+    """Every figure the plots package saves, kept for inspection (the PNG is still written)."""
     saved: list[Figure] = []
-    real_save = plots._save_atomically
+    real_save = _figure.save_png
 
     def keep(figure: Figure, out_png: str | Path) -> Path:
         saved.append(figure)
         return real_save(figure, out_png)
 
-    monkeypatch.setattr(plots, "_save_atomically", keep)
+    monkeypatch.setattr(_figure, "save_png", keep)
     return saved
 
 

@@ -19,9 +19,10 @@ from pretrain_helpers import (
     write_yaml,
 )
 
-from contrastkit.pipelines.checkpoint import list_checkpoints, rank_state_file, read_meta
+from contrastkit.pipelines.checkpoint import list_checkpoints, read_meta
 from contrastkit.pipelines.metrics import read_metrics
 from contrastkit.pipelines.pretrain import main
+from contrastkit.pipelines.run_files import rank_state_file
 
 # A BN-free setup: timm's test ViT (LayerNorm) at 8x8, a projection head without BN, and the
 # deterministic identity view (random crops would differ between one process and two).
@@ -31,7 +32,7 @@ BN_FREE = {
         "backbone_kwargs": {"model_kwargs": {"img_size": 8, "patch_size": 4}},
         "projection_batch_norm": False,
     },
-    "data": {"augment": "identity"},
+    "data": {"augment": "identity_views"},
 }
 
 

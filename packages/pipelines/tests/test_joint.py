@@ -41,13 +41,10 @@ from contrastkit.pipelines.config import (
     load_config,
 )
 from contrastkit.pipelines.data import epoch_permutation
-from contrastkit.pipelines.evaluation.report import read_results
-from contrastkit.pipelines.joint import (
-    JOINT_METRIC_COLUMNS,
-    JointModel,
-    main,
-    run_joint,
-)
+from contrastkit.pipelines.evaluation.pretrained import PretrainedCheckpoint
+from contrastkit.pipelines.evaluation.results import read_results
+from contrastkit.pipelines.joint import JOINT_METRIC_COLUMNS, main, run_joint
+from contrastkit.pipelines.joint_model import JointModel
 from contrastkit.pipelines.methods import build_method
 from contrastkit.pipelines.metrics import read_metrics
 
@@ -64,7 +61,7 @@ JOINT_SIGNAL_DRIVER = signal_driver("joint")
 def joint_config(output_dir: Path, data_dir: Path, *, ssl_weight: float, **sections: dict) -> dict:
     """A seconds-long joint run on the toy CIFAR at its own 32x32 size (no resize anywhere)."""
     method = sections.pop("method", {"name": "isd", "queue_size": 48})
-    data = {"image_size": 32, "augment": "isd", **sections.pop("data", {})}
+    data = {"image_size": 32, "augment": "isd_views", **sections.pop("data", {})}
     train = {"knn_every": 0, **sections.pop("train", {})}
     raw = tiny_image_config(output_dir, data_dir, method=method, data=data, train=train, **sections)
     raw["joint"] = {"ssl_weight": ssl_weight, **raw.get("joint", {})}
@@ -153,7 +150,7 @@ def test_ssl_weight_zero_equals_a_hand_written_supervised_loop(
     )
     peak = opt.lr * batch / 256
     total, warmup = 10, round(cfg.train.warmup_epochs * STEPS_PER_EPOCH)
-    augment = make_views("isd", 32, "cifar10", seed=SEED * 100_003 + 10_000)
+    augment = make_views("isd_views", 32, "cifar10", seed=SEED * 100_003 + 10_000)
     images, labels = toy_split(toy_cifar_dir, "train")
     losses, step = [], 0
     for epoch in range(2):
@@ -342,7 +339,7 @@ def test_a_joint_checkpoint_is_probed(isd_run: Path, tmp_path: Path) -> None:
 )
 def test_probe_names_a_lambda_zero_joint_run_supervised(meta: dict, expected: str) -> None:
     """A lambda = 0 joint run keeps method.name (for its views) but trained no SSL term."""
-    checkpoint = probe.PretrainedCheckpoint(Path("ck"), {"method": {"name": "isd"}}, meta)
+    checkpoint = PretrainedCheckpoint(Path("ck"), {"method": {"name": "isd"}}, meta)
     assert checkpoint.method == expected
 
 

@@ -163,7 +163,7 @@ def test_constant_feature_is_centred_not_divided_by_zero():
         ({"epochs": 0}, "epochs must be a positive int"),
         ({"lr": -0.1}, "lr must be a finite number > 0"),
         ({"weight_decay": -1.0}, "weight_decay must be a finite number >= 0"),
-        ({"test_features": torch.randn(100, 7)}, "test_features has dimension 7"),
+        ({"test_features": torch.randn(100, 7)}, "test_features has feature dimension 7"),
         ({"train_labels": torch.full((200,), 3)}, r"train_labels must lie in \[0, 3\)"),
         ({"test_labels": torch.zeros(99, dtype=torch.int64)}, "test_labels must have shape"),
     ],

@@ -25,8 +25,13 @@ from contrastkit.objectives import (
 )
 from contrastkit.pipelines.config import config_from_dict
 from contrastkit.pipelines.data import InMemoryDataset
-from contrastkit.pipelines.methods import METHODS, build_method
-from contrastkit.pipelines.methods.base import shuffled_key_forward, two_views
+from contrastkit.pipelines.methods import METHODS, build_method, method_class
+from contrastkit.pipelines.methods.base import (
+    PretrainMethod,
+    SelfDistillationMethod,
+    shuffled_key_forward,
+    two_views,
+)
 from contrastkit.pipelines.metrics import read_metrics
 from contrastkit.pipelines.pretrain import PretrainModel, run_pretrain
 
@@ -132,7 +137,7 @@ def test_teacher_follows_the_ema_formula(name: str) -> None:
         for p in method.encoder.parameters():
             p.add_(1.0)
     method.on_optimizer_step(3, 10)
-    m = cosine_momentum(3, 10, method.config.method.momentum, method.config.method.momentum_final)
+    m = cosine_momentum(3, 10, method.method_config.momentum, method.method_config.momentum_final)
     student = dict(method.encoder.named_parameters())
     for key, value in method.teacher.module.named_parameters():
         torch.testing.assert_close(value, m * teacher_before[key] + (1 - m) * student[key])
@@ -152,10 +157,84 @@ def test_simclr_has_no_teacher_and_rejects_imix() -> None:
     config.method.name = "simclr"  # bypass config validation: the method checks again
     with pytest.raises(ValueError, match="does not support i-Mix"):
         METHODS["simclr"](
-            create_backbone("mlp", in_features=FEATURES, width=8, num_layers=1), config
+            create_backbone("mlp", in_features=FEATURES, width=8, num_layers=1),
+            config.method,
+            config.model,
         )
     with pytest.raises(ValueError, match=r"needs method\.name='moco'"):
-        METHODS["moco"](create_backbone("mlp", in_features=FEATURES, width=8, num_layers=1), config)
+        METHODS["moco"](
+            create_backbone("mlp", in_features=FEATURES, width=8, num_layers=1),
+            config.method,
+            config.model,
+        )
+
+
+DECLARED = (
+    "name",
+    "supports_imix",
+    "default_augment",
+    "default_temperature",
+    "default_momentum",
+    "default_final_momentum",
+)
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_each_method_declares_its_defaults_in_its_own_module(name: str) -> None:
+    cls = METHODS[name]
+    assert cls.name == name and cls.__module__ == f"contrastkit.pipelines.methods.{name}"
+    assert [a for a in DECLARED if a not in vars(cls)] == []
+    assert cls.default_augment.endswith("_views")
+    # A method with a teacher has a momentum; one without has no momentum to fill in.
+    method = _method(name)
+    assert (method.teacher is not None) == (cls.default_momentum is not None)
+    assert method.method_config.temperature == cls.default_temperature
+
+
+def test_method_class_rejects_unknown_names_with_a_close_match() -> None:
+    assert method_class("isd") is METHODS["isd"]
+    with pytest.raises(
+        ValueError,
+        match=r"method\.name must be one of \['byol', 'isd', 'moco', 'npair', 'simclr'\], "
+        r"got 'mocov2' \(did you mean 'moco'\?\)",
+    ):
+        method_class("mocov2")
+    assert SelfDistillationMethod not in METHODS.values()  # abstract: no name
+
+
+def test_config_validates_and_fills_defaults_from_the_registry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Toy(PretrainMethod):
+        name = "toy"
+        supports_imix = True
+        default_augment = "byol_views"
+        default_temperature = 0.3
+        default_momentum = 0.9
+        default_final_momentum = None
+
+    with pytest.raises(ValueError, match=r"method\.name must be one of .*got 'toy'"):
+        config_from_dict({"method": {"name": "toy"}})
+    monkeypatch.setitem(METHODS, "toy", Toy)
+    config = config_from_dict({"method": {"name": "toy", "imix": "mixup", "momentum": 0.5}})
+    assert (config.method.temperature, config.method.momentum_final) == (0.3, 0.5)
+    assert config.data.augment == "byol_views"
+    tabular = tiny_tabular_config(Path("unused"), method={"name": "toy"})
+    tabular["data"].pop("augment")
+    assert config_from_dict(tabular).data.augment == "identity_views"
+
+
+def test_build_method_passes_the_run_seed_to_the_queue() -> None:
+    raw = tiny_tabular_config(Path("unused"), method={"name": "moco", "queue_size": 8})
+    raw["train"] = {**raw.get("train", {}), "seed": 7}
+    config = config_from_dict(raw)
+    backbone = create_backbone("mlp", in_features=FEATURES, width=8, num_layers=1)
+    method = build_method(config, backbone)
+    assert method.seed == 7 and method.key_seed(2) == 7 * 1_000_003 + 2
+    direct = METHODS["moco"](backbone, config.method, config.model, seed=7)
+    torch.testing.assert_close(method.queue.keys, direct.queue.keys)
+    other = METHODS["moco"](backbone, config.method, config.model)  # seed 0
+    assert not torch.equal(other.queue.keys, direct.queue.keys)
 
 
 def test_single_process_key_forward_is_a_plain_forward() -> None:
@@ -284,7 +363,7 @@ def test_cutmix_loss_decreases_on_image_toy(tmp_path: Path, name: str) -> None:
         "projection_dim": 16,
         "prediction_hidden_dim": 32,
     }
-    raw["data"] = {"dataset": "cifar10", "image_size": 16, "augment": "simclr"}
+    raw["data"] = {"dataset": "cifar10", "image_size": 16, "augment": "simclr_views"}
     result = run_pretrain(config_from_dict(raw), train_data=data)
     losses = [float(r["loss"]) for r in read_metrics(result.run_dir / "metrics.csv")]
     assert len(losses) == 12

@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from contrastkit.pipelines import plots
 from contrastkit.pipelines.evaluation.knn import nearest_neighbours
 from contrastkit.pipelines.evaluation.linear_probe import train_linear_probe
-from contrastkit.pipelines.evaluation.report import write_history_csv
+from contrastkit.pipelines.evaluation.results import write_history_csv
 from contrastkit.pipelines.evaluation.tsne import _stratified_sample, tsne_embedding
 from contrastkit.pipelines.plots import (
     plot_compare,
@@ -22,6 +21,8 @@ from contrastkit.pipelines.plots import (
     plot_pretrain_curves,
     plot_probe_curves,
     plot_tsne,
+    representation,
+    training_curves,
 )
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -80,7 +81,7 @@ def test_pretrain_curves_draw_loss_epoch_means_lr_and_knn(tmp_path):
     assert plot_pretrain_curves(csv_path, tmp_path / "curves.png") == tmp_path / "curves.png"
     assert_png(tmp_path / "curves.png")
 
-    figure = plots._pretrain_figure(plots._read_metrics(csv_path))
+    figure = training_curves._pretrain_figure(training_curves._read_metrics(csv_path))
     loss_ax, lr_ax, knn_ax = figure.axes
     per_step, epoch_mean = loss_ax.get_lines()
     np.testing.assert_allclose(per_step.get_ydata(), [r["loss"] for r in rows])
@@ -99,7 +100,7 @@ def test_pretrain_curves_survive_few_rows_no_knn_column_and_only_a_header(tmp_pa
     two_rows = _write_metrics(tmp_path / "two.csv", _pretrain_rows()[:2], header)
     plot_pretrain_curves(two_rows, tmp_path / "two.png")
     assert_png(tmp_path / "two.png")
-    assert len(plots._pretrain_figure(plots._read_metrics(two_rows)).axes) == 2
+    assert len(training_curves._pretrain_figure(training_curves._read_metrics(two_rows)).axes) == 2
 
     empty = _write_metrics(tmp_path / "empty.csv", [], [*header, "knn_top1"])
     plot_pretrain_curves(empty, tmp_path / "empty.png")
@@ -111,11 +112,13 @@ def test_pretrain_curves_survive_few_rows_no_knn_column_and_only_a_header(tmp_pa
         [{**r, "knn_top1": None} for r in _pretrain_rows()],
         [*header, "knn_top1"],
     )
-    assert len(plots._pretrain_figure(plots._read_metrics(unmeasured)).axes) == 2
+    assert (
+        len(training_curves._pretrain_figure(training_curves._read_metrics(unmeasured)).axes) == 2
+    )
 
 
 def test_integer_epoch_index_rows_are_spread_over_their_epoch():
-    positions = plots._epoch_positions(np.array([0, 0, 0, 0, 1, 1, 1, 1], dtype=float))
+    positions = training_curves._epoch_positions(np.array([0, 0, 0, 0, 1, 1, 1, 1], dtype=float))
     np.testing.assert_allclose(positions, [0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0])
 
 
@@ -143,7 +146,7 @@ def test_probe_curves_draw_the_history(tmp_path):
     plot_probe_curves(history, tmp_path / "probe_curves.png")
     assert_png(tmp_path / "probe_curves.png")
 
-    loss_ax, acc_ax = plots._probe_figure(history, "Linear probe").axes
+    loss_ax, acc_ax = training_curves._probe_figure(history, "Linear probe").axes
     lines = {line.get_label(): line for line in loss_ax.get_lines() + acc_ax.get_lines()}
     assert set(lines) == {"train", "validation", "validation top-1", "validation top-5"}
     np.testing.assert_allclose(
@@ -175,8 +178,8 @@ def test_compare_draws_one_line_per_run_in_every_panel(tmp_path):
     plot_compare(runs, tmp_path / "compare.png")
     assert_png(tmp_path / "compare.png")
 
-    histories = {label: plots._as_history(run, label) for label, run in runs.items()}
-    figure = plots._compare_figure(histories, ("val_top1", "val_loss"), "Runs compared")
+    histories = {label: training_curves._as_history(run, label) for label, run in runs.items()}
+    figure = training_curves._compare_figure(histories, ("val_top1", "val_loss"), "Runs compared")
     for ax, metric in zip(figure.axes, ("val_top1", "val_loss"), strict=True):
         lines = ax.get_lines()
         assert [line.get_label() for line in lines] == ["model 1", "model 3", "c"]
@@ -201,9 +204,8 @@ def _clusters(per_class: int = 40, num_classes: int = 3, dim: int = 16, seed: in
 
 def test_tsne_samples_class_stratified_seeded_and_keeps_clusters_apart(tmp_path, one_openmp_thread):
     features, labels = _clusters(per_class=60)
-    embedding = plot_tsne(
-        features, labels, ["a", "b", "c"], tmp_path / "tsne.png", max_points=90, seed=3
-    )
+    embedding = tsne_embedding(features, labels, max_points=90, seed=3)
+    plot_tsne(embedding, ["a", "b", "c"], tmp_path / "tsne.png")
     assert_png(tmp_path / "tsne.png")
     assert embedding.points.shape == (90, 2) and embedding.indices.shape == (90,)
     assert np.all(np.diff(embedding.indices) > 0) and embedding.indices.max() < 180
@@ -231,11 +233,12 @@ def test_tsne_sample_sizes_follow_class_shares_exactly():
 
 def test_tsne_uses_every_point_when_there_are_few_and_names_default(tmp_path, one_openmp_thread):
     features, labels = _clusters(per_class=4)
-    embedding = plot_tsne(features, labels, None, tmp_path / "small.png", max_points=5000)
+    embedding = tsne_embedding(features, labels, max_points=5000)
+    plot_tsne(embedding, None, tmp_path / "small.png")
     assert_png(tmp_path / "small.png")
     np.testing.assert_array_equal(embedding.indices, np.arange(12))
     with pytest.raises(ValueError, match="class_names has 2 names"):
-        plot_tsne(features, labels, ["a", "b"], tmp_path / "bad.png")
+        plot_tsne(embedding, ["a", "b"], tmp_path / "bad.png")
 
 
 def _images(count: int, seed: int) -> torch.Tensor:
@@ -261,12 +264,12 @@ def test_nn_grid_shows_the_brute_force_neighbours_with_green_and_red_borders(tmp
                  tmp_path / "nn_grid.png", names)  # fmt: skip
     assert_png(tmp_path / "nn_grid.png", min_width=600, min_height=600)
 
-    figure = plots._nn_grid_figure(
+    figure = representation._nn_grid_figure(
         query_images, labels[queries], train_images, labels[:60], neighbours, names
     )
     axes = np.array(figure.axes).reshape(10, 9)
-    green = matplotlib.colors.to_rgba(plots.SAME_CLASS_COLOUR)
-    red = matplotlib.colors.to_rgba(plots.OTHER_CLASS_COLOUR)
+    green = matplotlib.colors.to_rgba(representation.SAME_CLASS_COLOUR)
+    red = matplotlib.colors.to_rgba(representation.OTHER_CLASS_COLOUR)
     saw = set()
     for row in range(10):
         shown = axes[row, 0].get_images()[0].get_array()

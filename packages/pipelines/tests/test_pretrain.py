@@ -33,7 +33,8 @@ from contrastkit.pipelines.checkpoint import list_checkpoints, read_meta, resolv
 from contrastkit.pipelines.config import config_from_dict, load_config
 from contrastkit.pipelines.data import DeviceBatches
 from contrastkit.pipelines.metrics import METRIC_COLUMNS, read_metrics
-from contrastkit.pipelines.pretrain import NonFiniteLossError, main, run_pretrain
+from contrastkit.pipelines.pretrain import main, run_pretrain
+from contrastkit.pipelines.training.task import NonFiniteLossError
 
 
 def test_image_run_writes_every_output(tmp_path: Path, toy_cifar_dir: Path) -> None:

@@ -11,15 +11,20 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from accelerate import Accelerator
 from matplotlib.image import imread
 
 from contrastkit.backbones import create_backbone
 from contrastkit.pipelines import probe
 from contrastkit.pipelines.config import config_from_dict, config_to_dict
 from contrastkit.pipelines.data import load_dataset
+from contrastkit.pipelines.evaluation import feature_cache
+from contrastkit.pipelines.evaluation.feature_cache import file_sha256
+from contrastkit.pipelines.evaluation.finetune import StandardizedLinear, train_on_views
 from contrastkit.pipelines.evaluation.knn import knn_accuracy
-from contrastkit.pipelines.evaluation.linear_probe import label_fraction_indices
-from contrastkit.pipelines.evaluation.report import read_history_csv, read_results
+from contrastkit.pipelines.evaluation.linear_probe import label_fraction_indices, standardization
+from contrastkit.pipelines.evaluation.pretrained import build_backbone, load_checkpoint
+from contrastkit.pipelines.evaluation.results import read_history_csv, read_results
 
 CIFAR = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "cifar10"
 TOY_FEATURES, TOY_CLASSES, TOY_TRAIN, TOY_TEST = 8, 4, 300, 100
@@ -177,13 +182,13 @@ def test_feature_cache_created_reused_and_invalidated(
     tabular_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     extracted: list[int] = []
-    real_extract = probe.extract_features
+    real_extract = feature_cache.extract_features
 
     def counting_extract(backbone: Any, inputs: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         extracted.append(inputs.shape[0])
         return real_extract(backbone, inputs, **kwargs)
 
-    monkeypatch.setattr(probe, "extract_features", counting_extract)
+    monkeypatch.setattr(feature_cache, "extract_features", counting_extract)
     checkpoint = tabular_run / "checkpoint-30"
     caches = [checkpoint / "features-tabular-train.pt", checkpoint / "features-tabular-test.pt"]
     argv = ["--checkpoint", tabular_run, "--output-dir", tmp_path / "out", "--epochs", "2",
@@ -210,7 +215,7 @@ def test_feature_cache_created_reused_and_invalidated(
     assert sorted(n for n in extracted if n > 2) == [TOY_TEST, TOY_TRAIN]
     stored = torch.load(caches[0], weights_only=True)
     torch.testing.assert_close(stored["features"], hand_features(checkpoint, train.inputs))
-    assert stored["key"]["backbone_sha256"] == probe.file_sha256(checkpoint / "backbone.pt")
+    assert stored["key"]["backbone_sha256"] == file_sha256(checkpoint / "backbone.pt")
 
 
 # ---------------------------------------------------------------------------------- label fraction
@@ -251,15 +256,15 @@ def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 def test_standardized_linear_head_against_the_formula() -> None:
     generator = torch.Generator().manual_seed(0)
     features = 3.0 + 2.0 * torch.randn(50, 6, generator=generator)
-    mean, std = probe.standardization(features)
+    mean, std = standardization(features)
     torch.testing.assert_close(mean, features.mean(0))
     torch.testing.assert_close(std, features.std(0, unbiased=False))
-    fixed = probe.StandardizedLinear(mean, std, 3, seed=1)
+    fixed = StandardizedLinear(mean, std, 3, seed=1)
     weight, bias = fixed.classifier.linear.weight, fixed.classifier.linear.bias
     expected = ((features - mean) / std) @ weight.T + bias
     torch.testing.assert_close(fixed(features), expected)
     # Fine-tuning head: starts as the fixed one in eval, normalises by batch statistics in training.
-    tracking = probe.StandardizedLinear(mean, std, 3, seed=1, track_batches=True)
+    tracking = StandardizedLinear(mean, std, 3, seed=1, track_batches=True)
     torch.testing.assert_close(tracking.eval()(features), expected, rtol=1e-4, atol=1e-5)
     batch = features[:10]
     by_batch = (batch - batch.mean(0)) / (batch.var(0, unbiased=False) + 1e-6).sqrt()
@@ -270,16 +275,16 @@ def test_standardized_linear_head_against_the_formula() -> None:
 def test_frozen_training_keeps_the_backbone_and_finetuning_changes_it(
     tabular_run: Path, finetune: bool
 ) -> None:
-    checkpoint = probe.load_checkpoint(tabular_run)
-    backbone = probe.build_backbone(checkpoint)
+    checkpoint = load_checkpoint(tabular_run)
+    backbone = build_backbone(checkpoint)
     train, test = toy_splits(tabular_run)
     features = hand_features(checkpoint.path, train.inputs)
-    mean, std = probe.standardization(features)
-    head = probe.StandardizedLinear(mean, std, TOY_CLASSES, seed=0, track_batches=finetune)
+    mean, std = standardization(features)
+    head = StandardizedLinear(mean, std, TOY_CLASSES, seed=0, track_batches=finetune)
     before_backbone, before_head = _state(backbone), _state(head)
 
-    result = probe.train_on_views(
-        backbone, head, train, test, accelerator=probe.Accelerator(), finetune=finetune,
+    result = train_on_views(
+        backbone, head, train, test, accelerator=Accelerator(), finetune=finetune,
         epochs=3, lr=0.05, batch_size=64, weight_decay=0.0, seed=0, view_dataset="tabular",
         progress=False,
     )  # fmt: skip
@@ -300,13 +305,13 @@ def test_frozen_training_keeps_the_backbone_and_finetuning_changes_it(
 def test_finetune_command_saves_a_changed_backbone(tabular_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     checkpoint = tabular_run / "checkpoint-30"
-    digest = probe.file_sha256(checkpoint / "backbone.pt")
+    digest = file_sha256(checkpoint / "backbone.pt")
     run_main("--checkpoint", tabular_run, "--output-dir", out, "--finetune", "--epochs", "2",
              "--lr", "0.1", "--backbone-lr-scale", "0.5", "--no-tsne")  # fmt: skip
 
     row = read_results(out / "results.csv")[0]
     assert row["mode"] == "finetune" and row["probe_epochs"] == "2"
-    assert probe.file_sha256(checkpoint / "backbone.pt") == digest  # the checkpoint is read only
+    assert file_sha256(checkpoint / "backbone.pt") == digest  # the checkpoint is read only
     saved = torch.load(out / "finetuned.pt", weights_only=True)
     original = torch.load(checkpoint / "backbone.pt", weights_only=True)
     assert saved["backbone"].keys() == original.keys()

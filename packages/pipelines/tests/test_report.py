@@ -13,15 +13,17 @@ from torch import nn
 
 from contrastkit.pipelines.evaluation.report import (
     FIGURE_CAPTIONS,
-    RESULTS_COLUMNS,
     ReportSection,
-    append_results,
     model_summary_markdown,
+    write_report,
+)
+from contrastkit.pipelines.evaluation.results import (
+    RESULTS_COLUMNS,
+    append_results,
     read_history_csv,
     read_results,
     results_table_markdown,
     write_history_csv,
-    write_report,
 )
 
 

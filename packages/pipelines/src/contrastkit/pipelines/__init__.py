@@ -1,28 +1,14 @@
-"""contrastkit.pipelines: pretrain, evaluate and report self-supervised encoders, on accelerate.
+"""contrastkit.pipelines: pretrain, train jointly, probe and compare self-supervised encoders on accelerate.
 
-The pretrain pipeline (SimCLR, N-pair, MoCo v2, BYOL, ISD, optionally with i-Mix) with its config,
-methods, optimizers, checkpoints and metrics log; joint supervised + self-supervised training on
-the same loop; the datasets it reads; and the evaluation library (kNN, linear probe, features,
-t-SNE, plots, reports).
+The public API is what a user calls: the run functions, the config classes, the method registry,
+the dataset readers and the probe's building blocks. Everything else is reached by its module
+path; the package README opens with a map from each concept to its module.
 """
 
 from contrastkit.pipelines._version import __version__
-from contrastkit.pipelines.checkpoint import (
-    latest_checkpoint,
-    list_checkpoints,
-    read_meta,
-    resolve_checkpoint,
-)
 from contrastkit.pipelines.config import (
-    METHOD_NAMES,
-    DataConfig,
-    JointConfig,
     JointTrainingConfig,
-    MethodConfig,
-    ModelConfig,
-    OptimizerConfig,
     PretrainConfig,
-    TrainConfig,
     config_from_dict,
     config_to_dict,
     load_config,
@@ -30,151 +16,54 @@ from contrastkit.pipelines.config import (
 )
 from contrastkit.pipelines.data import (
     DATASET_NAMES,
-    DeviceBatches,
     ImageFolderDataset,
     InMemoryDataset,
-    LoaderBatches,
-    balanced_subset,
-    epoch_permutation,
     load_dataset,
 )
-from contrastkit.pipelines.evaluation.features import extract_features
-from contrastkit.pipelines.evaluation.knn import (
-    knn_accuracy,
-    knn_predict,
-    nearest_neighbours,
-    topk_accuracy,
-)
-from contrastkit.pipelines.evaluation.linear_probe import (
+from contrastkit.pipelines.evaluation import (
     LinearProbeResult,
-    label_fraction_indices,
+    extract_features,
+    knn_accuracy,
+    load_checkpoint,
     train_linear_probe,
 )
-from contrastkit.pipelines.evaluation.report import (
-    append_results,
-    read_results,
-    results_table_markdown,
-    write_report,
-)
-from contrastkit.pipelines.evaluation.tsne import TsneEmbedding, tsne_embedding
-from contrastkit.pipelines.joint import (
-    JointModel,
-    JointStepOutput,
-    JointTask,
-    evaluate_classifier,
-    run_joint,
-)
+from contrastkit.pipelines.joint import run_joint
 from contrastkit.pipelines.methods import (
-    BYOL,
-    ISD,
     METHODS,
     MethodOutput,
-    MoCo,
-    NPair,
     PretrainMethod,
-    SimCLR,
     build_method,
+    method_class,
 )
-from contrastkit.pipelines.metrics import METRIC_COLUMNS, MetricsLogger, read_metrics
-from contrastkit.pipelines.optim import (
-    LARS,
-    WarmupCosine,
-    build_optimizer,
-    build_scheduler,
-    parameter_groups,
-    scaled_lr,
-)
-from contrastkit.pipelines.plots import (
-    plot_compare,
-    plot_nn_grid,
-    plot_pretrain_curves,
-    plot_probe_curves,
-    plot_tsne,
-)
-from contrastkit.pipelines.pretrain import (
-    EpochEnd,
-    NonFiniteLossError,
-    PretrainModel,
-    PretrainResult,
-    TrainingTask,
-    run_pretrain,
-    run_training,
-)
+from contrastkit.pipelines.pretrain import run_pretrain
+from contrastkit.pipelines.probe import run_probe
+from contrastkit.pipelines.training.task import NonFiniteLossError, PretrainResult
 
 __all__ = [
-    "BYOL",
     "DATASET_NAMES",
-    "ISD",
-    "LARS",
     "METHODS",
-    "METHOD_NAMES",
-    "METRIC_COLUMNS",
-    "DataConfig",
-    "DeviceBatches",
-    "EpochEnd",
     "ImageFolderDataset",
     "InMemoryDataset",
-    "JointConfig",
-    "JointModel",
-    "JointStepOutput",
-    "JointTask",
     "JointTrainingConfig",
     "LinearProbeResult",
-    "LoaderBatches",
-    "MethodConfig",
     "MethodOutput",
-    "MetricsLogger",
-    "MoCo",
-    "ModelConfig",
-    "NPair",
     "NonFiniteLossError",
-    "OptimizerConfig",
     "PretrainConfig",
     "PretrainMethod",
-    "PretrainModel",
     "PretrainResult",
-    "SimCLR",
-    "TrainConfig",
-    "TrainingTask",
-    "TsneEmbedding",
-    "WarmupCosine",
     "__version__",
-    "append_results",
-    "balanced_subset",
     "build_method",
-    "build_optimizer",
-    "build_scheduler",
     "config_from_dict",
     "config_to_dict",
-    "epoch_permutation",
-    "evaluate_classifier",
     "extract_features",
     "knn_accuracy",
-    "knn_predict",
-    "label_fraction_indices",
-    "latest_checkpoint",
-    "list_checkpoints",
+    "load_checkpoint",
     "load_config",
     "load_dataset",
-    "nearest_neighbours",
-    "parameter_groups",
-    "plot_compare",
-    "plot_nn_grid",
-    "plot_pretrain_curves",
-    "plot_probe_curves",
-    "plot_tsne",
-    "read_meta",
-    "read_metrics",
-    "read_results",
-    "resolve_checkpoint",
-    "results_table_markdown",
+    "method_class",
     "run_joint",
     "run_pretrain",
-    "run_training",
+    "run_probe",
     "save_config",
-    "scaled_lr",
-    "topk_accuracy",
     "train_linear_probe",
-    "tsne_embedding",
-    "write_report",
 ]

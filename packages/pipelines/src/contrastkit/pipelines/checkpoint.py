@@ -1,7 +1,7 @@
 """Run-directory checkpoints: `checkpoint-{step}/` folders written atomically, pruned to the last k,
 found again for `--resume`, and checked against the config of the run that wants to resume.
 
-A checkpoint folder holds (see the package README):
+A checkpoint folder holds (names from `run_files`; see the package README):
     config.yaml          the resolved config of the run
     backbone.pt          torch.save(student_backbone.state_dict())
     meta.json            {"step", "epoch", "batch_in_epoch", "method", "backbone", "world_size", ...}
@@ -20,14 +20,14 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
-
-CHECKPOINT_PREFIX = "checkpoint-"
-TMP_PREFIX = ".tmp-checkpoint-"
-CONFIG_FILE = "config.yaml"
-BACKBONE_FILE = "backbone.pt"
-META_FILE = "meta.json"
-STATE_FILE = "training_state.pt"
+from contrastkit.pipelines.atomic import save_torch_atomic
+from contrastkit.pipelines.run_files import (
+    CHECKPOINT_PREFIX,
+    META_FILE,
+    TMP_CHECKPOINT_PREFIX,
+    checkpoint_dir_name,
+    rank_state_file,
+)
 
 # Fields that may differ between a checkpoint's config and the run resuming from it: they change
 # where things are, how often the loop reports, or how long it runs, not what the state means.
@@ -51,10 +51,6 @@ RESUMABLE_CHANGES: frozenset[str] = frozenset(
         "joint.eval_every",
     }
 )
-
-
-def rank_state_file(rank: int) -> str:
-    return f"rank_state-{rank}.pt"
 
 
 def checkpoint_step(path: str | Path) -> int | None:
@@ -133,22 +129,6 @@ def read_meta(checkpoint: str | Path) -> dict[str, Any]:
     return meta
 
 
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
-
-
-def save_tensor_file(obj: Any, path: Path) -> None:
-    """torch.save + fsync, so a completed checkpoint survives a power cut."""
-    torch.save(obj, path)
-    _fsync_file(path)
-
-
-def write_text_file(text: str, path: Path) -> None:
-    path.write_text(text)
-    _fsync_file(path)
-
-
 def prune_checkpoints(run_dir: str | Path, keep_last: int) -> list[Path]:
     """Delete all but the newest `keep_last` checkpoints; returns the deleted folders."""
     if keep_last < 1:
@@ -165,7 +145,9 @@ def remove_stale_temporaries(run_dir: str | Path) -> list[Path]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         return []
-    stale = [p for p in run_dir.iterdir() if p.is_dir() and p.name.startswith(TMP_PREFIX)]
+    stale = [
+        p for p in run_dir.iterdir() if p.is_dir() and p.name.startswith(TMP_CHECKPOINT_PREFIX)
+    ]
     for path in stale:
         shutil.rmtree(path)
     return stale
@@ -186,26 +168,28 @@ def save_checkpoint(
 
     The main process creates `run_dir/.tmp-checkpoint-{step}/`; every process writes its
     `rank_state-{rank}.pt` there; the main process calls `write_shared(tmp)` for the shared
-    files (meta.json last) and renames the folder into place (replacing an older folder of the
+    files (meta.json last; written with `atomic.save_torch_atomic` / `write_text_atomic` and
+    fsync=True) and renames the folder into place (replacing an older folder of the
     same step), then prunes to `keep_last`. A crash at any point leaves either the previous
     checkpoints untouched or the new one complete. Every process must call this (it contains
     barriers); returns the final folder.
     """
     run_dir = Path(run_dir)
-    tmp = run_dir / f"{TMP_PREFIX}{step}"
-    final = run_dir / f"{CHECKPOINT_PREFIX}{step}"
+    tmp = run_dir / f"{TMP_CHECKPOINT_PREFIX}{step}"
+    final = run_dir / checkpoint_dir_name(step)
     if is_main:
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
     barrier()
-    save_tensor_file(dict(rank_state), tmp / rank_state_file(rank))
+    # fsync: a checkpoint that claims to be complete must survive a power cut.
+    save_torch_atomic(dict(rank_state), tmp / rank_state_file(rank), fsync=True)
     barrier()
     if is_main:
         write_shared(tmp)
         if final.exists():
             # Same step saved twice (e.g. a signal right at an epoch end): swap, then delete the old.
-            old = run_dir / f"{TMP_PREFIX}{step}-old"
+            old = run_dir / f"{TMP_CHECKPOINT_PREFIX}{step}-old"
             if old.exists():
                 shutil.rmtree(old)
             os.replace(final, old)

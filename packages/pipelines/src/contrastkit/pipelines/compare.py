@@ -15,17 +15,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from contrastkit.pipelines.evaluation.report import (
+from contrastkit.pipelines.evaluation.results import (
     append_results,
     read_results,
     results_table_markdown,
 )
 from contrastkit.pipelines.plots import plot_compare
+from contrastkit.pipelines.run_files import HISTORY_FILE, METRICS_FILE, RESULTS_FILE
 
-METRICS_FILE = "metrics.csv"
-# A joint-training run keeps its per-epoch train/val log here (metrics.csv is per step there).
-HISTORY_FILE = "history.csv"
-RESULTS_FILE = "results.csv"
 # Shown by default in the printed table when present (the full rows hold more, e.g. checkpoint paths).
 TABLE_COLUMNS: tuple[str, ...] = (
     "run",
@@ -245,15 +242,16 @@ def compare(
     return png, table
 
 
+_DESCRIPTION = (
+    "Overlay several runs' validation accuracy and loss per epoch on one figure (probe "
+    "metrics.csv: val_top1/val_loss; pretrain metrics.csv: knn_top1 as val_top1, loss), "
+    "and print the results.csv rows given as one markdown table."
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="contrastkit-compare",
-        description=(
-            "Overlay several runs' validation accuracy and loss per epoch on one figure (probe "
-            "metrics.csv: val_top1/val_loss; pretrain metrics.csv: knn_top1 as val_top1, loss), "
-            "and print the results.csv rows given as one markdown table."
-        ),
-    )
+    """The `contrastkit-compare` parser."""
+    parser = argparse.ArgumentParser(prog="contrastkit-compare", description=_DESCRIPTION)
     parser.add_argument(
         "paths", nargs="+", metavar="RUN_OR_CSV", help="run folder, metrics.csv or results.csv"
     )

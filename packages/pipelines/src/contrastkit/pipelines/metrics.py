@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-METRICS_FILE = "metrics.csv"
-TENSORBOARD_DIR = "tensorboard"
+from contrastkit.pipelines.atomic import atomic_write
+from contrastkit.pipelines.run_files import METRICS_FILE, TENSORBOARD_DIR
+
 METRIC_COLUMNS: tuple[str, ...] = (
     "step",
     "epoch",
@@ -72,12 +72,15 @@ class MetricsLogger:
         kept: list[dict[str, str]] = []
         if resume_step is not None and self.path.is_file():
             kept = [r for r in read_metrics(self.path) if _row_step(r) <= resume_step]
-        tmp = self.path.with_name(f".{METRICS_FILE}.tmp")
-        with open(tmp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=self.columns, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(kept)
-        os.replace(tmp, self.path)
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=self.columns, extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(kept)
+
+        # The header and the kept rows replace the old file in one rename: a crash here keeps it.
+        atomic_write(self.path, write)
         self._handle = open(self.path, "a", newline="")  # noqa: SIM115 - lives as long as the logger
         self._writer = csv.DictWriter(self._handle, fieldnames=self.columns)
         self._tensorboard = (

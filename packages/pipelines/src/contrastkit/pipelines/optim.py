@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from contrastkit.pipelines.config import LR_REFERENCE_BATCH, OptimizerConfig
+from contrastkit.pipelines.config.sections import LR_REFERENCE_BATCH, OptimizerConfig
 
 
 def scaled_lr(config: OptimizerConfig, global_batch: int) -> float:

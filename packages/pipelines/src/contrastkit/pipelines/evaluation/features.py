@@ -1,4 +1,5 @@
-"""Frozen-feature extraction: run a backbone over a whole in-memory dataset in eval mode, in batches.
+"""Frozen-feature extraction: run a backbone over a whole in-memory dataset in eval mode, in batches,
+and the identity view (normalize only, as in pretraining) that feeds it.
 
 Used by the kNN monitor during pretraining and by the linear probe, t-SNE and neighbour pictures.
 """
@@ -6,10 +7,40 @@ Used by the kNN monitor during pretraining and by the linear probe, t-SNE and ne
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
+
+from contrastkit.augment import make_views
+
+if TYPE_CHECKING:
+    from contrastkit.pipelines.data import InMemoryDataset
+
+
+def view_size(data: InMemoryDataset) -> int:
+    """The `size` of the dataset's views: image side (W of (N, C, H, W)) or feature count F."""
+    return int(data.inputs.shape[-1]) if data.kind == "image" else int(data.inputs.shape[1])
+
+
+def in_memory_format(view: Tensor, channels_last: bool) -> Tensor:
+    """`view` in channels_last memory format when `channels_last` (as such a pretrain run fed it)."""
+    return view.contiguous(memory_format=torch.channels_last) if channels_last else view
+
+
+def identity_transform(
+    view_dataset: str, size: int, channels_last: bool = False
+) -> Callable[[Tensor], Tensor]:
+    """The normalize-only view of a batch: uint8 images -> normalized floats, tabular rows as they are.
+
+    Args:
+        view_dataset: the augment dataset name whose normalization applies ("tabular" for rows).
+        size: image side or feature count (`view_size`).
+        channels_last: return image views in channels_last memory format.
+    """
+    views = make_views("identity_views", size, view_dataset)
+    return lambda batch: in_memory_format(views(batch)[0], channels_last)
 
 
 def _module_device(module: nn.Module) -> torch.device | None:

@@ -13,14 +13,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from contrastkit.pipelines.evaluation.inputs import check_features, check_labels
+from contrastkit.pipelines.evaluation.inputs import check_features, check_labels, check_same_space
 from contrastkit.pipelines.evaluation.knn import topk_accuracy
 
 SOLVERS: tuple[str, ...] = ("sgd", "lbfgs", "closed_form")
 
 # Features whose train std is below this are centred but not scaled (avoids dividing by ~0).
 _MIN_STD = 1e-6
-_DEFAULT_LR = {"sgd": 0.1, "lbfgs": 1.0, "closed_form": 0.0}
+# The learning rate each solver uses when none is given (closed_form has none).
+SOLVER_DEFAULT_LR: dict[str, float] = {"sgd": 0.1, "lbfgs": 1.0, "closed_form": 0.0}
 _LBFGS_ITERATIONS_PER_EPOCH = 10
 
 
@@ -74,16 +75,7 @@ def _check_probe_inputs(
             f"train_features and test_features must be non-empty, got shapes "
             f"{tuple(train_features.shape)} and {tuple(test_features.shape)}"
         )
-    if train_features.shape[1] != test_features.shape[1]:
-        raise ValueError(
-            f"test_features has dimension {test_features.shape[1]} but train_features has "
-            f"{train_features.shape[1]}"
-        )
-    if train_features.device != test_features.device:
-        raise ValueError(
-            f"test_features is on {test_features.device} but train_features is on "
-            f"{train_features.device}; put both on the same device"
-        )
+    check_same_space("train_features", train_features, "test_features", test_features)
     check_labels("train_labels", train_labels, train_features.shape[0], num_classes)
     check_labels("test_labels", test_labels, test_features.shape[0], num_classes)
 
@@ -124,14 +116,29 @@ def _history_row(epoch: int, train_loss: float, val: dict[str, float]) -> dict[s
     }
 
 
-def _new_classifier(dim: int, num_classes: int, seed: int, device: torch.device) -> nn.Linear:
-    # Seeded N(0, 0.01) init (MoCo's lincls) from a private generator: no global RNG touched.
+def standardization(features: Tensor) -> tuple[Tensor, Tensor]:
+    """(D,) float32 mean and std of (N, D) train features; dimensions with std < 1e-6 are only centred."""
+    mean = features.float().mean(dim=0)
+    std = features.float().std(dim=0, unbiased=False)
+    return mean, torch.where(std < _MIN_STD, torch.ones_like(std), std)
+
+
+@torch.no_grad()
+def init_classifier_(linear: nn.Linear, seed: int) -> nn.Linear:
+    """Seeded N(0, 0.01^2) weights and zero bias (MoCo's lincls init), in place.
+
+    Drawn from a private CPU generator, so no global RNG is touched and every device gets the
+    same start.
+    """
     generator = torch.Generator().manual_seed(seed)
-    classifier = nn.Linear(dim, num_classes)
-    with torch.no_grad():
-        classifier.weight.copy_(torch.randn(num_classes, dim, generator=generator) * 0.01)
-        classifier.bias.zero_()
-    return classifier.to(device)
+    out_features, in_features = linear.weight.shape
+    linear.weight.copy_(torch.randn(out_features, in_features, generator=generator) * 0.01)
+    linear.bias.zero_()
+    return linear
+
+
+def _new_classifier(dim: int, num_classes: int, seed: int, device: torch.device) -> nn.Linear:
+    return init_classifier_(nn.Linear(dim, num_classes), seed).to(device)
 
 
 def _train_sgd(
@@ -294,13 +301,11 @@ def train_linear_probe(
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed must be an int, got {seed!r}")
     if lr is None:
-        lr = _DEFAULT_LR[solver]
+        lr = SOLVER_DEFAULT_LR[solver]
     elif solver != "closed_form":
         _positive_number("lr", lr)
     device = train_features.device
-    mean = train_features.float().mean(dim=0)
-    std = train_features.float().std(dim=0, unbiased=False)
-    std = torch.where(std < _MIN_STD, torch.ones_like(std), std)
+    mean, std = standardization(train_features)
     train_x = (train_features.float() - mean) / std
     test_x = (test_features.float() - mean) / std
     train_y = train_labels.to(device=device, dtype=torch.int64)

@@ -1,226 +1,43 @@
-"""Run records on disk: the shared results.csv, per-epoch history CSVs, markdown tables and report.md.
-
-Plain CSV and markdown so results stay readable and diffable without this package.
+"""report.md: a results table, free sections (text, images), every figure of the folder, and the
+model summary tables, plus the probe's own report pieces. Markdown, so it reads anywhere.
 """
 
 from __future__ import annotations
 
-import csv
-import math
 import os
-import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+from torch import nn
 
-# The columns every results.csv starts with, in this order; rows may add more after them.
-RESULTS_COLUMNS: tuple[str, ...] = (
-    "method",
-    "backbone",
-    "epochs",
-    "knn_top1",
-    "linear_top1",
-    "wall_s",
+from contrastkit.backbones import ProjectionHead, model_summary
+from contrastkit.pipelines.atomic import write_text_atomic
+from contrastkit.pipelines.evaluation.finetune import BackboneWithHead
+from contrastkit.pipelines.evaluation.results import markdown_cell, results_table_markdown
+from contrastkit.pipelines.run_files import (
+    CURVES_FILE,
+    NN_GRID_FILE,
+    PROBE_CURVES_FILE,
+    REPORT_FILE,
+    RESULTS_FILE,
+    TSNE_FILE,
 )
+
+if TYPE_CHECKING:
+    from contrastkit.pipelines.data import InMemoryDataset
+    from contrastkit.pipelines.evaluation.pretrained import PretrainedCheckpoint
 
 # Figures `write_report` picks up from the report folder by name, in this order, with captions.
 FIGURE_CAPTIONS: dict[str, str] = {
-    "curves.png": "Pretraining: loss, learning rate and kNN accuracy",
-    "probe_curves.png": "Linear probe: loss and accuracy per epoch",
+    CURVES_FILE: "Pretraining: loss, learning rate and kNN accuracy",
+    PROBE_CURVES_FILE: "Linear probe: loss and accuracy per epoch",
     "compare.png": "Runs compared: validation accuracy and loss",
-    "tsne.png": "t-SNE of test features, coloured by class",
-    "nn_grid.png": "Nearest train neighbours of test queries (green: same class, red: different)",
+    TSNE_FILE: "t-SNE of test features, coloured by class",
+    NN_GRID_FILE: "Nearest train neighbours of test queries (green: same class, red: different)",
 }
-
-
-def _write_text_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Hidden unique name in the same folder, then an atomic rename; plain open() keeps the
-    # usual umask permissions (mkstemp would make the file 0600).
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with tmp.open("x", encoding="utf-8", newline="") as file:
-            file.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _format_value(value: Any) -> str:
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
-            raise ValueError(
-                f"a results value must be a scalar, got a tensor of shape {tuple(value.shape)}"
-            )
-        value = value.item()
-    if hasattr(value, "item") and not isinstance(value, str | bytes):
-        value = value.item()  # numpy scalars
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        return repr(value)  # shortest text that reads back to the same float
-    return str(value)
-
-
-def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
-    with path.open(newline="", encoding="utf-8") as file:
-        reader = csv.DictReader(file)
-        rows = list(reader)
-        return list(reader.fieldnames or []), rows
-
-
-def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Mapping[str, str]]) -> None:
-    lines: list[str] = []
-
-    class _Collect:
-        def write(self, text: str) -> None:
-            lines.append(text)
-
-    writer = csv.DictWriter(_Collect(), fieldnames=list(header), lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({key: row.get(key, "") for key in header})
-    _write_text_atomically(path, "".join(lines))
-
-
-def append_results(results_csv: str | Path, row: Mapping[str, Any]) -> Path:
-    """Append one run's results as a row of `results_csv`, creating the file if needed.
-
-    A new file's header is RESULTS_COLUMNS followed by the row's other keys in their order.
-    An existing header is kept; keys it lacks are added at the end and the file is rewritten
-    (atomically, older rows get empty cells there). Missing values are written as empty
-    cells. Floats are written exactly (repr), scalar tensors / numpy scalars as their value.
-
-    Args:
-        results_csv: path of the CSV (its folder is created).
-        row: column name -> value (str, number, bool, None, or scalar tensor).
-
-    Returns:
-        the path written.
-    """
-    path = Path(results_csv)
-    if not isinstance(row, Mapping) or not row:
-        raise ValueError(f"row must be a non-empty mapping of column -> value, got {row!r}")
-    for key in row:
-        if not isinstance(key, str) or not key.strip() or "\n" in key:
-            raise ValueError(
-                f"results column names must be non-empty one-line strings, got {key!r}"
-            )
-    values = {key: _format_value(value) for key, value in row.items()}
-
-    header, rows = _read_csv(path) if path.is_file() and path.stat().st_size else ([], [])
-    if not header:
-        header = list(RESULTS_COLUMNS)
-    new_columns = [key for key in values if key not in header]
-    if new_columns or not path.is_file() or not path.stat().st_size:
-        _write_csv(path, header + new_columns, [*rows, values])
-        return path
-    # Header unchanged: a plain append keeps concurrent readers' view consistent line by line.
-    with path.open("a", newline="", encoding="utf-8") as file:
-        csv.DictWriter(file, fieldnames=header, lineterminator="\n").writerow(
-            {key: values.get(key, "") for key in header}
-        )
-    return path
-
-
-def read_results(results_csv: str | Path) -> list[dict[str, str]]:
-    """Rows of a results.csv as dicts of strings (empty string for an empty cell)."""
-    path = Path(results_csv)
-    if not path.is_file():
-        raise FileNotFoundError(f"results file not found: {path}")
-    return _read_csv(path)[1]
-
-
-def _markdown_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def _format_number_cell(text: str, digits: int) -> str:
-    try:
-        number = float(text)
-    except ValueError:
-        return text
-    if not math.isfinite(number) or (
-        number.is_integer() and "." not in text and "e" not in text.lower()
-    ):
-        return text  # ints and nan/inf as written
-    return f"{number:.{digits}f}"
-
-
-def results_table_markdown(
-    results_csv: str | Path, *, columns: Sequence[str] | None = None, digits: int = 2
-) -> str:
-    """The results CSV as a markdown table; decimal numbers rounded to `digits` places.
-
-    Args:
-        results_csv: path of a CSV written by `append_results`.
-        columns: columns to show, in order (default: all, in file order); unknown names raise.
-        digits: decimals for non-integer numbers.
-
-    Returns:
-        markdown text ending in a newline (header row, alignment row, one row per run).
-    """
-    path = Path(results_csv)
-    if not path.is_file():
-        raise FileNotFoundError(f"results file not found: {path}")
-    header, rows = _read_csv(path)
-    if columns is None:
-        columns = header
-    unknown = [name for name in columns if name not in header]
-    if unknown:
-        raise ValueError(f"columns {unknown} are not in {path} (it has {header})")
-    lines = [
-        "| " + " | ".join(_markdown_cell(name) for name in columns) + " |",
-        "|" + "|".join(" --- " for _ in columns) + "|",
-    ]
-    for row in rows:
-        cells = [
-            _markdown_cell(_format_number_cell(row.get(name) or "", digits)) for name in columns
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def write_history_csv(history: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
-    """Write per-epoch records (e.g. LinearProbeResult.history) as a CSV, atomically.
-
-    The header is the union of the records' keys in first-seen order.
-    """
-    if not isinstance(history, Sequence) or not all(isinstance(r, Mapping) for r in history):
-        raise ValueError(f"history must be a sequence of dicts, got {type(history).__name__}")
-    header: list[str] = []
-    for record in history:
-        header.extend(key for key in record if key not in header)
-    rows = [{key: _format_value(value) for key, value in record.items()} for record in history]
-    out = Path(path)
-    _write_csv(out, header, rows)
-    return out
-
-
-def read_history_csv(path: str | Path) -> list[dict[str, float]]:
-    """Per-epoch records from a CSV: every cell as a float (empty cells -> nan)."""
-    source = Path(path)
-    if not source.is_file():
-        raise FileNotFoundError(f"history file not found: {source}")
-    _, rows = _read_csv(source)
-    history = []
-    for line, row in enumerate(rows, start=2):
-        record = {}
-        for key, text in row.items():
-            try:
-                record[key] = float(text) if text not in ("", None) else math.nan
-            except ValueError:
-                raise ValueError(
-                    f"{source} line {line}: column {key!r} holds {text!r}, not a number"
-                ) from None
-        history.append(record)
-    return history
 
 
 def _format_shape(shape: Any) -> str:
@@ -261,7 +78,7 @@ def model_summary_markdown(summary: Any) -> str:
         lines += [caption, ""]
     lines += ["| Layer | Output shape | Parameters |", "| --- | --- | ---: |"]
     for layer, shape, params in rows:
-        lines.append(f"| {_markdown_cell(str(layer))} | {_format_shape(shape)} | {int(params):,} |")
+        lines.append(f"| {markdown_cell(str(layer))} | {_format_shape(shape)} | {int(params):,} |")
     total = getattr(summary, "total_params", None)
     total = sum(int(r[2]) for r in rows) if total is None else int(total)
     trainable = getattr(summary, "trainable_params", None)
@@ -287,7 +104,7 @@ def _image_markdown(image: Path, out_dir: Path, caption: str) -> str:
     link = Path(os.path.relpath(image, out_dir)).as_posix()
     if any(ch in link for ch in " ()<>"):
         link = f"<{link}>"
-    return f"![{_markdown_cell(caption)}]({link})"
+    return f"![{markdown_cell(caption)}]({link})"
 
 
 def _resolve(image: str | Path, out_dir: Path) -> Path:
@@ -330,7 +147,7 @@ def write_report(
     root = folder.resolve()
 
     parts = [f"# {title.strip()}", ""]
-    table_source = Path(results_csv) if results_csv is not None else folder / "results.csv"
+    table_source = Path(results_csv) if results_csv is not None else folder / RESULTS_FILE
     if results_csv is not None and not table_source.is_file():
         raise FileNotFoundError(f"results_csv not found: {table_source}")
     if table_source.is_file():
@@ -359,6 +176,95 @@ def write_report(
                 caption = FIGURE_CAPTIONS.get(path.name, path.stem)
                 parts += [f"### {caption}", "", _image_markdown(path, root, caption), ""]
 
-    report = folder / "report.md"
-    _write_text_atomically(report, "\n".join(parts).rstrip("\n") + "\n")
-    return report
+    return write_text_atomic(folder / REPORT_FILE, "\n".join(parts).rstrip("\n") + "\n")
+
+
+# --------------------------------------------------------------------------------------------
+# The probe's report: its model summary and its "This run" table
+
+
+def probe_summary_markdown(
+    checkpoint: PretrainedCheckpoint, backbone: nn.Module, head: nn.Module, data: InMemoryDataset
+) -> str:
+    """Model summary tables (layer, output shape, parameters): backbone + classifier, then the
+    pretraining projection head the config describes (its shape, not its trained weights)."""
+    input_size = (1, *data.inputs.shape[1:])
+    was_training = backbone.training
+    probe_model = BackboneWithHead(backbone, head).cpu()
+    summary = model_summary(probe_model, input_size, dtype=torch.float32, device="cpu")
+    summary.model_name = f"{checkpoint.backbone_name} + linear classifier"
+    parts = [model_summary_markdown(summary)]
+    model = checkpoint.config.get("model") or {}
+    if "projection_dim" in model and hasattr(backbone, "num_features"):
+        try:
+            projection = ProjectionHead(
+                int(backbone.num_features),
+                int(model.get("projection_hidden_dim", 2048)),
+                int(model["projection_dim"]),
+                num_layers=int(model.get("projection_layers", 2)),
+                batch_norm=bool(model.get("projection_batch_norm", True)),
+            )
+        except (ValueError, TypeError):
+            projection = None
+        if projection is not None:
+            head_summary = model_summary(projection, (1, int(backbone.num_features)))
+            head_summary.model_name = f"projection head used in {checkpoint.method} pretraining"
+            parts.append(model_summary_markdown(head_summary))
+    backbone.train(was_training)
+    return "\n".join(parts)
+
+
+# What each probe mode trains, as the report's "This run" table says it.
+_MODE_DESCRIPTIONS = {
+    "linear": "frozen backbone, cached features",
+    "augment": "frozen backbone, augmented views",
+    "finetune": "whole network fine-tuned",
+}
+
+
+def write_probe_report(
+    output_dir: Path,
+    row: Mapping[str, Any],
+    knn: Mapping[int, Mapping[str, float]],
+    summary: str,
+    *,
+    num_train: int,
+    num_labelled: int,
+    num_test: int,
+) -> Path:
+    """The probe's report.md: the results table, "This run" (the results row and every kNN k,
+    in words), the model summary, then the figures of `output_dir`.
+
+    Args:
+        row: the results row the probe appended (checkpoint, step, epochs, method, backbone,
+            pretrain_dataset, mode, solver, probe_epochs, lr, dataset, label_fraction,
+            linear_top1, top5, wall_s).
+        knn: k -> {"top1", "top5"} of the weighted kNN on the pretrained features.
+        summary: `probe_summary_markdown(...)`.
+    """
+    lines = [
+        "| | |",
+        "| --- | --- |",
+        f"| checkpoint | `{row['checkpoint']}` (step {row['step']}, epoch {row['epochs']}) |",
+        f"| pretraining | {row['method']}, {row['backbone']} on {row['pretrain_dataset']} |",
+        f"| probe | {row['mode']} ({_MODE_DESCRIPTIONS[row['mode']]}), solver {row['solver']}, "
+        f"{row['probe_epochs']} epochs, lr {row['lr']} |",
+        f"| data | {row['dataset']}: {num_labelled} labelled of {num_train} train samples "
+        f"(label fraction {row['label_fraction']}), {num_test} test samples |",
+        f"| classifier | top-1 {row['linear_top1']:.2f} %, top-5 {row['top5']:.2f} % |",
+    ]
+    for k, accuracy in sorted(knn.items()):
+        lines.append(
+            f"| kNN k={k} | top-1 {accuracy['top1']:.2f} %, top-5 {accuracy['top5']:.2f} % |"
+        )
+    lines.append(f"| wall time | {row['wall_s']:.1f} s |")
+    note = (
+        "kNN, t-SNE and the neighbour grid use the pretrained backbone's features "
+        "(identity view, cached in the checkpoint folder), whatever the probe mode."
+    )
+    sections = [
+        ReportSection("This run", "\n".join(lines) + "\n\n" + note),
+        ReportSection("Model summary", summary),
+    ]
+    title = f"Probe: {row['method']} {row['backbone']} on {row['dataset']}"
+    return write_report(output_dir, title=title, sections=sections)

@@ -1,6 +1,6 @@
 """2-D t-SNE embedding of a seeded, class-stratified sample of features (scikit-learn's TSNE).
 
-The computation behind `plots.plot_tsne`; kept apart so the embedding can be used or tested without drawing.
+Computed here, drawn by `plots.plot_tsne`: the embedding can be used or tested without drawing.
 """
 
 from __future__ import annotations

@@ -7,15 +7,18 @@ input, and a key-encoder forward with MoCo's shuffle-BN across processes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 
-from contrastkit.backbones import ProjectionHead
+from contrastkit.backbones import PredictionHead, ProjectionHead
 from contrastkit.objectives import MomentumTeacher, cosine_momentum, imix_cutmix, imix_mixup
-from contrastkit.pipelines.config import PretrainConfig
+from contrastkit.objectives.distributed import all_gather_no_grad, world
+
+if TYPE_CHECKING:
+    # Only for annotations: the config imports the method registry to validate and fill defaults.
+    from contrastkit.pipelines.config import MethodConfig, ModelConfig
 
 
 @dataclass
@@ -48,24 +51,12 @@ class Encoder(nn.Module):
 
 
 def two_views(views: list[Tensor]) -> tuple[Tensor, Tensor]:
-    """The two views a method contrasts; a single view (the `identity` recipe) is used twice."""
+    """The two views a method contrasts; a single view (the `identity_views` recipe) is used twice."""
     if len(views) == 1:
         return views[0], views[0]
     if len(views) != 2:
         raise ValueError(f"pretrain methods take 1 or 2 views, got {len(views)}")
     return views[0], views[1]
-
-
-def _world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _all_gather(x: Tensor, world_size: int) -> Tensor:
-    parts = [torch.empty_like(x) for _ in range(world_size)]
-    dist.all_gather(parts, x.contiguous())
-    return torch.cat(parts)
 
 
 @torch.no_grad()
@@ -81,17 +72,17 @@ def shuffled_key_forward(encoder: nn.Module, x: Tensor, seed: int) -> Tensor:
     BatchNorm batch leaves its statistics unchanged, so a shuffle would be a no-op; the query and
     key still have separate BatchNorm batches because they are encoded by separate forwards.
     """
-    rank, world_size = _world()
+    rank, world_size = world()
     if world_size == 1:
         return encoder(x)[1]
     n = x.shape[0]
-    everything = _all_gather(x, world_size)
+    everything = all_gather_no_grad(x)
     # Drawn on the batch's device (no host-to-device copy); the same seed and device type give
     # the same permutation on every rank.
     generator = torch.Generator(device=x.device).manual_seed(seed)
     permutation = torch.randperm(world_size * n, generator=generator, device=x.device)
     keys = encoder(everything[permutation[rank * n : (rank + 1) * n]])[1]
-    gathered = _all_gather(keys, world_size)
+    gathered = all_gather_no_grad(keys)
     unshuffled = torch.empty_like(gathered)
     unshuffled[permutation] = gathered
     return unshuffled[rank * n : (rank + 1) * n]
@@ -100,29 +91,57 @@ def shuffled_key_forward(encoder: nn.Module, x: Tensor, seed: int) -> Tensor:
 class PretrainMethod(nn.Module):
     """Base class. A method owns its student encoder (and teacher, heads, queue) and computes the loss.
 
-    Every method has `self.encoder` = backbone + projection head (built here). Subclasses set
-    `name` and `supports_imix`, add their modules in `__init__` after `super().__init__(...)`
-    and implement `forward`. A method with an EMA teacher sets `self.teacher =
-    MomentumTeacher(self.encoder)`; `on_optimizer_step` then moves it after every optimizer step.
+    Every method has `self.encoder` = backbone + projection head (built here). A subclass lives in
+    its own module of this package, where the registry (`methods.METHODS`) finds it by its `name`,
+    declares the class attributes below, adds its modules in `__init__` after
+    `super().__init__(...)` and implements `forward`. A method with an EMA teacher sets
+    `self.teacher = MomentumTeacher(self.encoder)` (or subclasses SelfDistillationMethod, which also
+    adds a predictor head); `on_optimizer_step` then moves it after every optimizer step.
+
+    The class attributes are what the config fills in for fields left empty, so that config.yaml
+    records what ran (None: the method does not use that field):
+        name: the `method.name` that selects the method ("" on abstract classes).
+        supports_imix: whether `method.imix` may be mixup / cutmix.
+        default_augment: the `data.augment` recipe of image datasets (`make_views` name).
+        default_temperature: `method.temperature`.
+        default_momentum: `method.momentum` of the EMA teacher.
+        default_final_momentum: `method.momentum_final`; None with a teacher keeps the momentum
+            constant (`momentum_final` = `momentum`).
+        default_student_teacher_temperatures: (`method.student_temperature`,
+            `method.teacher_temperature`) of a distillation method.
+        isd_plus_temperatures: the (student, teacher) preset `method.isd_plus=true` sets; None
+            where `isd_plus` is not allowed.
     """
 
     name: ClassVar[str] = ""
     supports_imix: ClassVar[bool] = False
+    default_augment: ClassVar[str] = ""
+    default_temperature: ClassVar[float | None] = None
+    default_momentum: ClassVar[float | None] = None
+    default_final_momentum: ClassVar[float | None] = None
+    default_student_teacher_temperatures: ClassVar[tuple[float, float] | None] = None
+    isd_plus_temperatures: ClassVar[tuple[float, float] | None] = None
 
-    def __init__(self, backbone: nn.Module, config: PretrainConfig) -> None:
+    def __init__(
+        self, backbone: nn.Module, method: MethodConfig, model: ModelConfig, *, seed: int = 0
+    ) -> None:
+        """backbone: exposes `num_features`; method, model: the config sections this method
+        reads; seed: the run's seed (`train.seed`), for the queue and the shuffle-BN permutation."""
         super().__init__()
-        if config.method.name != self.name:
+        if method.name != self.name:
             raise ValueError(
-                f"{type(self).__name__} needs method.name={self.name!r}, got {config.method.name!r}"
+                f"{type(self).__name__} needs method.name={self.name!r}, got {method.name!r}"
             )
-        if config.method.imix != "none" and not self.supports_imix:
+        if method.imix != "none" and not self.supports_imix:
             raise ValueError(f"method {self.name!r} does not support i-Mix (method.imix)")
         num_features = getattr(backbone, "num_features", None)
         if not isinstance(num_features, int) or num_features < 1:
             raise ValueError(
                 f"the backbone must expose an int attribute num_features >= 1, got {num_features!r}"
             )
-        self.config = config
+        self.method_config = method
+        self.model_config = model
+        self.seed = seed
         self.encoder = Encoder(backbone, self.projection_head(num_features))
         self.teacher: MomentumTeacher | None = None
 
@@ -143,7 +162,7 @@ class PretrainMethod(nn.Module):
         return found
 
     def projection_head(self, in_dim: int) -> ProjectionHead:
-        model = self.config.model
+        model = self.model_config
         return ProjectionHead(
             in_dim,
             model.projection_hidden_dim,
@@ -154,15 +173,15 @@ class PretrainMethod(nn.Module):
 
     def mix(self, x: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor | None]:
         """i-Mix on a query batch: (mixed x, (N, N) virtual labels), or (x, None) without i-Mix."""
-        imix = self.config.method.imix
+        imix = self.method_config.imix
         if imix == "none":
             return x, None
         mixer = imix_mixup if imix == "mixup" else imix_cutmix
-        return mixer(x, alpha=self.config.method.imix_alpha, generator=generator)
+        return mixer(x, alpha=self.method_config.imix_alpha, generator=generator)
 
     def key_seed(self, step: int) -> int:
         """Seed of the shuffle-BN permutation of forward number `step`: the same on every rank."""
-        return self.config.train.seed * 1_000_003 + step
+        return self.seed * 1_000_003 + step
 
     def forward(
         self, views: list[Tensor], *, step: int, generator: torch.Generator | None = None
@@ -183,13 +202,28 @@ class PretrainMethod(nn.Module):
         """
         if self.teacher is None:
             return
-        method = self.config.method
+        method = self.method_config
         if method.momentum is None or method.momentum_final is None:
             raise ValueError(f"method {self.name!r} has a teacher but no method.momentum set")
         momentum = cosine_momentum(
             min(step, total_steps), total_steps, method.momentum, method.momentum_final
         )
         self.teacher.update(self.encoder, momentum)
+
+
+class SelfDistillationMethod(PretrainMethod):
+    """A method whose student (encoder + predictor head) learns from an EMA teacher of its encoder
+    (BYOL, ISD). Builds `self.predictor` (projection_dim -> model.prediction_hidden_dim ->
+    projection_dim) and `self.teacher`; abstract (no `name`), so the registry skips it.
+    """
+
+    def __init__(
+        self, backbone: nn.Module, method: MethodConfig, model: ModelConfig, *, seed: int = 0
+    ) -> None:
+        super().__init__(backbone, method, model, seed=seed)
+        dim = model.projection_dim
+        self.predictor = PredictionHead(dim, model.prediction_hidden_dim, dim)
+        self.teacher = MomentumTeacher(self.encoder)
 
 
 def stacked_label_weights(*weights: Tensor | None, n: int, device: torch.device) -> Tensor | None:

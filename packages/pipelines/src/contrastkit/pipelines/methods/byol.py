@@ -8,18 +8,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from contrastkit.backbones import PredictionHead
-from contrastkit.objectives import MomentumTeacher, byol_loss
-from contrastkit.pipelines.config import PretrainConfig
+from contrastkit.objectives import byol_loss
 from contrastkit.pipelines.methods.base import (
     MethodOutput,
-    PretrainMethod,
+    SelfDistillationMethod,
     stacked_label_weights,
     two_views,
 )
 
 
-class BYOL(PretrainMethod):
+class BYOL(SelfDistillationMethod):
     """loss = byol_loss(p1, z2', t1) + byol_loss(p2, z1', t2).
 
     p = predictor(projection(view)) from the online network (both views in one forward);
@@ -30,12 +28,10 @@ class BYOL(PretrainMethod):
 
     name = "byol"
     supports_imix = True
-
-    def __init__(self, backbone: torch.nn.Module, config: PretrainConfig) -> None:
-        super().__init__(backbone, config)
-        dim = config.model.projection_dim
-        self.predictor = PredictionHead(dim, config.model.prediction_hidden_dim, dim)
-        self.teacher = MomentumTeacher(self.encoder)
+    default_augment = "byol_views"
+    default_temperature = None  # a regression, no softmax
+    default_momentum = 0.996
+    default_final_momentum = 1.0  # rises to 1 on a cosine (Grill et al. 2020)
 
     def forward(
         self, views: list[Tensor], *, step: int, generator: torch.Generator | None = None

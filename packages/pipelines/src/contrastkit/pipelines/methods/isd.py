@@ -6,21 +6,24 @@ the temperature preset (T_s, T_t) = (0.1, 0.01).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
 
-from contrastkit.backbones import PredictionHead
-from contrastkit.objectives import MemoryQueue, MomentumTeacher, isd_loss
-from contrastkit.pipelines.config import PretrainConfig
+from contrastkit.objectives import MemoryQueue, isd_loss
 from contrastkit.pipelines.methods.base import (
     MethodOutput,
-    PretrainMethod,
+    SelfDistillationMethod,
     shuffled_key_forward,
     two_views,
 )
 
+if TYPE_CHECKING:
+    from contrastkit.pipelines.config import MethodConfig, ModelConfig
 
-class ISD(PretrainMethod):
+
+class ISD(SelfDistillationMethod):
     """loss = KL(softmax(t @ queue.T / T_t) || softmax(s @ queue.T / T_s)), then t is enqueued.
 
     views[0] (weak) -> teacher projection t, no gradient (shuffle-BN across ranks as in MoCo);
@@ -29,13 +32,19 @@ class ISD(PretrainMethod):
     """
 
     name = "isd"
+    supports_imix = False
+    default_augment = "isd_views"
+    default_temperature = None  # a student and a teacher temperature instead
+    default_momentum = 0.99
+    default_final_momentum = None  # constant momentum
+    default_student_teacher_temperatures = (0.02, 0.02)  # the ISD paper
+    isd_plus_temperatures = (0.1, 0.01)  # ISD-plus
 
-    def __init__(self, backbone: torch.nn.Module, config: PretrainConfig) -> None:
-        super().__init__(backbone, config)
-        dim = config.model.projection_dim
-        self.predictor = PredictionHead(dim, config.model.prediction_hidden_dim, dim)
-        self.teacher = MomentumTeacher(self.encoder)
-        self.queue = MemoryQueue(config.method.queue_size, dim, seed=config.train.seed)
+    def __init__(
+        self, backbone: torch.nn.Module, method: MethodConfig, model: ModelConfig, *, seed: int = 0
+    ) -> None:
+        super().__init__(backbone, method, model, seed=seed)
+        self.queue = MemoryQueue(method.queue_size, model.projection_dim, seed=seed)
 
     def forward(
         self, views: list[Tensor], *, step: int, generator: torch.Generator | None = None
@@ -44,7 +53,7 @@ class ISD(PretrainMethod):
         features, projections = self.encoder(strong)
         student = self.predictor(projections)
         teacher = shuffled_key_forward(self.teacher, weak, self.key_seed(step))
-        method = self.config.method
+        method = self.method_config
         loss = isd_loss(
             student,
             teacher,

@@ -5,17 +5,21 @@ Shuffle-BN across processes for the keys (see `shuffled_key_forward`); i-Mix on 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
 
 from contrastkit.objectives import MemoryQueue, MomentumTeacher, moco_loss
-from contrastkit.pipelines.config import PretrainConfig
 from contrastkit.pipelines.methods.base import (
     MethodOutput,
     PretrainMethod,
     shuffled_key_forward,
     two_views,
 )
+
+if TYPE_CHECKING:
+    from contrastkit.pipelines.config import MethodConfig, ModelConfig
 
 
 class MoCo(PretrainMethod):
@@ -28,13 +32,17 @@ class MoCo(PretrainMethod):
 
     name = "moco"
     supports_imix = True
+    default_augment = "mocov2_views"
+    default_temperature = 0.2
+    default_momentum = 0.99
+    default_final_momentum = None  # constant momentum
 
-    def __init__(self, backbone: torch.nn.Module, config: PretrainConfig) -> None:
-        super().__init__(backbone, config)
+    def __init__(
+        self, backbone: torch.nn.Module, method: MethodConfig, model: ModelConfig, *, seed: int = 0
+    ) -> None:
+        super().__init__(backbone, method, model, seed=seed)
         self.teacher = MomentumTeacher(self.encoder)
-        self.queue = MemoryQueue(
-            config.method.queue_size, config.model.projection_dim, seed=config.train.seed
-        )
+        self.queue = MemoryQueue(method.queue_size, model.projection_dim, seed=seed)
 
     def forward(
         self, views: list[Tensor], *, step: int, generator: torch.Generator | None = None
@@ -44,7 +52,7 @@ class MoCo(PretrainMethod):
         features, q = self.encoder(queries)
         k = shuffled_key_forward(self.teacher, view2, self.key_seed(step))
         loss = moco_loss(
-            q, k, self.queue.keys, temperature=self.config.method.temperature, targets=targets
+            q, k, self.queue.keys, temperature=self.method_config.temperature, targets=targets
         )
         self.queue.enqueue(k)
         return MethodOutput(loss, features.detach(), targets)

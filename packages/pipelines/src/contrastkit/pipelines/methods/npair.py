@@ -27,6 +27,8 @@ class NPair(PretrainMethod):
 
     name = "npair"
     supports_imix = True
+    default_augment = "simclr_views"
+    default_temperature = 0.2
 
     def forward(
         self, views: list[Tensor], *, step: int, generator: torch.Generator | None = None
@@ -35,7 +37,7 @@ class NPair(PretrainMethod):
         queries, targets = self.mix(view1, generator)
         features, projections = self.encoder(torch.cat([queries, view2]))
         q, k = projections.chunk(2)
-        loss = npair_loss(q, k, temperature=self.config.method.temperature, targets=targets)
+        loss = npair_loss(q, k, temperature=self.method_config.temperature, targets=targets)
         n = view1.shape[0]
         weights = stacked_label_weights(targets, None, n=n, device=view1.device)
         return MethodOutput(loss, features.detach(), weights)

@@ -16,6 +16,9 @@ class SimCLR(PretrainMethod):
     """loss = nt_xent_loss(z1, z2, method.temperature); negatives from the global batch across ranks."""
 
     name = "simclr"
+    supports_imix = False
+    default_augment = "simclr_views"
+    default_temperature = 0.5
 
     def forward(
         self, views: list[Tensor], *, step: int, generator: torch.Generator | None = None
@@ -23,5 +26,5 @@ class SimCLR(PretrainMethod):
         view1, view2 = two_views(views)
         features, projections = self.encoder(torch.cat([view1, view2]))
         z1, z2 = projections.chunk(2)
-        loss = nt_xent_loss(z1, z2, temperature=self.config.method.temperature)
+        loss = nt_xent_loss(z1, z2, temperature=self.method_config.temperature)
         return MethodOutput(loss, features.detach())

@@ -1,0 +1,150 @@
+"""The probe's feature cache: a split's frozen backbone features stored in the checkpoint folder,
+keyed by everything that shapes them (the weights' sha256, the data, the view), so a probe
+rerun reads them back instead of running the backbone again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from contrastkit.pipelines.atomic import save_torch_atomic
+from contrastkit.pipelines.evaluation.features import extract_features, view_size
+from contrastkit.pipelines.run_files import BACKBONE_FILE, feature_cache_file
+
+if TYPE_CHECKING:
+    from contrastkit.pipelines.data import InMemoryDataset
+
+# Bump when the cache file layout changes, so old caches are recomputed rather than misread.
+CACHE_FORMAT = 1
+# Samples per backbone forward when extracting features for the cache (and for evaluation).
+FEATURE_BATCH = 512
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def feature_cache_path(
+    checkpoint_dir: Path, dataset: str, split: str, subset: int | None, seed: int
+) -> Path:
+    """`<checkpoint>/features-<dataset>-<split>[-n<subset>-s<seed>].pt` (run_files.feature_cache_file)."""
+    return Path(checkpoint_dir) / feature_cache_file(dataset, split, subset, seed)
+
+
+def cache_key(
+    *,
+    backbone_sha256: str,
+    dataset: str,
+    split: str,
+    data_dir: str | Path,
+    image_size: int,
+    view_dataset: str,
+    num_samples: int,
+    mixed_precision: str,
+) -> dict[str, Any]:
+    """What a cache file must match to be reused: the weights, the data and how it was viewed."""
+    return {
+        "format": CACHE_FORMAT,
+        "backbone_sha256": backbone_sha256,
+        "dataset": dataset,
+        "split": split,
+        "data_dir": str(Path(data_dir).expanduser().resolve()),
+        "image_size": image_size,
+        "view_dataset": view_dataset,
+        "num_samples": num_samples,
+        "mixed_precision": mixed_precision,
+    }
+
+
+def cached_features(
+    backbone: nn.Module,
+    inputs: Tensor,
+    transform: Callable[[Tensor], Tensor] | None,
+    cache_path: Path,
+    key: dict[str, Any],
+    *,
+    progress: bool = False,
+    write: bool = True,
+) -> tuple[Tensor, bool]:
+    """(N, D) float32 CPU features of `inputs`: read from `cache_path` when its key matches, else extracted.
+
+    The key (`cache_key`: backbone.pt's sha256, dataset, split, data folder, image size, sample
+    count) is stored with the features; any difference, e.g. a checkpoint rewritten in place,
+    means a fresh extraction that replaces the file (atomically). A cache that cannot be written
+    (read-only folder) is skipped.
+
+    Args:
+        backbone: the frozen backbone, on the device to run it on.
+        inputs: (N, C, H, W) uint8 images or (N, F) tabular rows.
+        transform: the (identity) view applied to each batch before the backbone.
+
+    Returns:
+        (features, True when they came from the cache).
+    """
+    if cache_path.is_file():
+        try:
+            stored = torch.load(cache_path, map_location="cpu", weights_only=True)
+        except Exception:  # a truncated or foreign file is simply recomputed
+            stored = None
+        if isinstance(stored, dict) and stored.get("key") == key:
+            return stored["features"], True
+    features = extract_features(
+        backbone, inputs, transform=transform, batch_size=FEATURE_BATCH, progress=progress
+    ).cpu()
+    if write:
+        try:
+            save_torch_atomic({"key": key, "features": features}, cache_path)
+        except OSError as error:
+            print(f"contrastkit-probe: not caching features ({error})", file=sys.stderr)
+    return features, False
+
+
+def checkpoint_features(
+    backbone: nn.Module,
+    checkpoint_dir: Path,
+    splits: Mapping[str, tuple[InMemoryDataset, int | None]],
+    transform: Callable[[Tensor], Tensor],
+    *,
+    dataset: str,
+    data_dir: str | Path,
+    view_dataset: str,
+    seed: int,
+    mixed_precision: str,
+    progress: bool = False,
+) -> dict[str, Tensor]:
+    """split -> (N, D) float32 CPU features of the checkpoint's backbone, through its cache.
+
+    Each split's cache is `feature_cache_path(checkpoint_dir, dataset, split, subset, seed)`,
+    keyed (`cache_key`) with the sha256 of the folder's backbone.pt.
+
+    Args:
+        backbone: the checkpoint's backbone, on the device to run it on.
+        splits: split name -> (its data, the --train/--test-subset size it was drawn with or None).
+        transform: the identity view of a batch (`features.identity_transform`).
+        dataset, data_dir, view_dataset, mixed_precision: what else shapes the features (the key).
+    """
+    fingerprint = file_sha256(Path(checkpoint_dir) / BACKBONE_FILE)
+    features: dict[str, Tensor] = {}
+    for split, (data, subset) in splits.items():
+        key = cache_key(
+            backbone_sha256=fingerprint, dataset=dataset, split=split, data_dir=data_dir,
+            image_size=view_size(data), view_dataset=view_dataset, num_samples=len(data),
+            mixed_precision=mixed_precision,
+        )  # fmt: skip
+        path = feature_cache_path(checkpoint_dir, dataset, split, subset, seed)
+        features[split], _ = cached_features(
+            backbone, data.inputs, transform, path, key, progress=progress
+        )
+    return features

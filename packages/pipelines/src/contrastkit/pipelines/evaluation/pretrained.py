@@ -1,0 +1,214 @@
+"""Reading a pretrained backbone back: a pretrain (or joint) run directory or one checkpoint folder,
+its config.yaml and meta.json, the backbone rebuilt with backbone.pt's weights, and whether a
+dataset's inputs can go through it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import yaml
+from torch import Tensor, nn
+
+from contrastkit.backbones import create_backbone
+from contrastkit.pipelines.checkpoint import read_meta, resolve_checkpoint
+from contrastkit.pipelines.evaluation.features import extract_features
+from contrastkit.pipelines.run_files import (
+    BACKBONE_FILE,
+    CHECKPOINT_PREFIX,
+    CONFIG_FILE,
+    META_FILE,
+)
+
+if TYPE_CHECKING:
+    from contrastkit.pipelines.data import InMemoryDataset
+
+# What --checkpoint must name; every error about a checkpoint path repeats it.
+CHECKPOINT_EXPECTED = (
+    f"a pretrain run directory holding {CHECKPOINT_PREFIX}<step>/ folders, or one checkpoint "
+    f"folder holding {BACKBONE_FILE}, {CONFIG_FILE} and {META_FILE}"
+)
+
+
+@dataclass
+class PretrainedCheckpoint:
+    """One pretrain checkpoint folder: its resolved config (a plain dict) and meta.json.
+
+    Only these config keys are read: model.backbone, model.backbone_kwargs, model.projection_*,
+    model.channels_last, method.name, data.dataset, data.data_dir, data.image_size,
+    data.tabular_options, train.epochs.
+    """
+
+    path: Path
+    config: dict[str, Any]
+    meta: dict[str, Any]
+
+    def get(self, section: str, key: str, default: Any = None) -> Any:
+        """config[section][key], or `default` when either is missing."""
+        values = self.config.get(section) or {}
+        return values.get(key, default) if isinstance(values, dict) else default
+
+    @property
+    def method(self) -> str:
+        """The pretrain method; "supervised" for a joint run with joint.ssl_weight 0 (no SSL term)."""
+        if self.meta.get("task") == "joint" and self.meta.get("ssl_weight") == 0:
+            return "supervised"
+        return str(self.get("method", "name", self.meta.get("method", "")))
+
+    @property
+    def backbone_name(self) -> str:
+        return str(self.get("model", "backbone"))
+
+    @property
+    def backbone_kwargs(self) -> dict[str, Any]:
+        return dict(self.get("model", "backbone_kwargs") or {})
+
+    @property
+    def dataset(self) -> str:
+        return str(self.get("data", "dataset"))
+
+    @property
+    def input_kind(self) -> str:
+        """ "tabular" or "image": the kind of inputs the backbone was pretrained on."""
+        return "tabular" if self.dataset == "tabular" else "image"
+
+    @property
+    def data_dir(self) -> str | None:
+        return self.get("data", "data_dir")
+
+    @property
+    def image_size(self) -> int | None:
+        return self.get("data", "image_size")
+
+    @property
+    def tabular_options(self) -> dict[str, Any]:
+        return dict(self.get("data", "tabular_options") or {})
+
+    @property
+    def epochs(self) -> float | int | None:
+        """Pretraining epochs done at this checkpoint (meta.json step / steps_per_epoch, else its
+        epoch), or the configured train.epochs when meta.json says neither."""
+        step, per_epoch = self.meta.get("step"), self.meta.get("steps_per_epoch")
+        if isinstance(step, int) and isinstance(per_epoch, int) and per_epoch > 0:
+            done = step / per_epoch
+            return int(done) if done.is_integer() else round(done, 3)
+        epoch = self.meta.get("epoch")
+        return epoch if epoch is not None else self.get("train", "epochs")
+
+    @property
+    def step(self) -> int | None:
+        return self.meta.get("step")
+
+    @property
+    def run_dir(self) -> Path:
+        """The run directory holding this checkpoint folder (the folder itself if it stands alone)."""
+        return self.path.parent if self.path.name.startswith(CHECKPOINT_PREFIX) else self.path
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """The checkpoint folder `path` names: itself, or the latest checkpoint of a run directory.
+
+    Raises FileNotFoundError saying what was expected when `path` is neither.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(
+            f"--checkpoint {str(path)!r} does not exist; expected {CHECKPOINT_EXPECTED}"
+        )
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"--checkpoint {str(path)!r} is a file; expected {CHECKPOINT_EXPECTED}"
+        )
+    try:
+        folder = Path(resolve_checkpoint(path))
+    except (FileNotFoundError, ValueError) as error:
+        raise FileNotFoundError(
+            f"--checkpoint: {error}; a checkpoint folder holds {BACKBONE_FILE}, {CONFIG_FILE} "
+            f"and {META_FILE}"
+        ) from None
+    missing = [name for name in (BACKBONE_FILE, CONFIG_FILE) if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"checkpoint folder {str(folder)!r} lacks {missing}; expected {CHECKPOINT_EXPECTED}"
+        )
+    return folder
+
+
+def load_checkpoint(path: str | Path) -> PretrainedCheckpoint:
+    """Resolve `path` (run directory or checkpoint folder) and read its config.yaml and meta.json."""
+    folder = find_checkpoint(path)
+    config_file = folder / CONFIG_FILE
+    try:
+        config = yaml.safe_load(config_file.read_text())
+    except yaml.YAMLError as error:
+        raise ValueError(f"{config_file} is not valid YAML: {error}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_file} must hold a mapping of config sections, got {config!r}")
+    # resolve_checkpoint only returns folders holding meta.json, so it is there to read.
+    checkpoint = PretrainedCheckpoint(folder, config, read_meta(folder))
+    for section, key in (("model", "backbone"), ("data", "dataset")):
+        if not checkpoint.get(section, key):
+            raise ValueError(f"{config_file} has no {section}.{key}; is it a pretrain config?")
+    return checkpoint
+
+
+def build_backbone(checkpoint: PretrainedCheckpoint) -> nn.Module:
+    """create_backbone(model.backbone, **model.backbone_kwargs) with backbone.pt loaded, on the CPU."""
+    backbone = create_backbone(checkpoint.backbone_name, **checkpoint.backbone_kwargs)
+    file = checkpoint.path / BACKBONE_FILE
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for a corrupt file
+        raise ValueError(f"{file} could not be read as a state dict: {error}") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{file} must hold a state dict, got {type(state).__name__}")
+    # A state dict saved from a compiled or DDP-wrapped module carries a prefix on every key.
+    for prefix in ("_orig_mod.", "module."):
+        if state and all(key.startswith(prefix) for key in state):
+            state = {key[len(prefix) :]: value for key, value in state.items()}
+    result = backbone.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(
+            f"{file} does not match model.backbone={checkpoint.backbone_name!r} with "
+            f"backbone_kwargs={checkpoint.backbone_kwargs}: missing keys {result.missing_keys[:5]}, "
+            f"unexpected keys {result.unexpected_keys[:5]}"
+        )
+    return backbone
+
+
+def check_input_compatibility(
+    backbone: nn.Module,
+    checkpoint: PretrainedCheckpoint,
+    data: InMemoryDataset,
+    name: str,
+    transform: Callable[[Tensor], Tensor],
+) -> None:
+    """Raise ValueError when `data`'s inputs cannot go through the checkpoint's backbone."""
+    if data.kind != checkpoint.input_kind:
+        raise ValueError(
+            f"the checkpoint's backbone {checkpoint.backbone_name!r} was pretrained on "
+            f"{checkpoint.dataset!r} ({checkpoint.input_kind} inputs) but --data {name!r} gives "
+            f"{data.kind} inputs of shape {tuple(data.inputs.shape[1:])}"
+        )
+    expected = checkpoint.backbone_kwargs.get(
+        "in_features" if data.kind == "tabular" else "in_channels"
+    )
+    given = int(data.inputs.shape[1])
+    if expected is not None and int(expected) != given:
+        what = "feature columns" if data.kind == "tabular" else "channels"
+        raise ValueError(
+            f"input dimensions do not match: the backbone takes {expected} {what} "
+            f"(model.backbone_kwargs of the checkpoint) but --data {name!r} has {given} {what}"
+        )
+    try:
+        extract_features(backbone, data.inputs[:2], transform=transform)
+    except RuntimeError as error:
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(
+            f"input dimensions do not match: backbone {checkpoint.backbone_name!r} cannot take --data "
+            f"{name!r} inputs of shape {tuple(data.inputs.shape[1:])} ({first_line})"
+        ) from None
