@@ -29,6 +29,8 @@ class NPair(PretrainMethod):
     supports_imix = True
     default_augment = "simclr_views"
     default_temperature = 0.2
+    default_momentum = None  # no teacher
+    default_final_momentum = None
 
     def forward(
         self, views: list[Tensor], *, step: int, generator: torch.Generator | None = None

@@ -19,6 +19,8 @@ class SimCLR(PretrainMethod):
     supports_imix = False
     default_augment = "simclr_views"
     default_temperature = 0.5
+    default_momentum = None  # no teacher
+    default_final_momentum = None
 
     def forward(
         self, views: list[Tensor], *, step: int, generator: torch.Generator | None = None
