@@ -7,8 +7,10 @@ import torch
 
 from contrastkit.backbones import (
     BACKBONE_NAMES,
+    TABULAR_BACKBONE_NAMES,
     TIMM_PREFIX,
     CifarResNet,
+    IMixMLP5,
     MyResNet,
     TabularMLP,
     TimmBackbone,
@@ -22,6 +24,7 @@ CASES = [
     ("resnet34_cifar", {"in_channels": 1}, CifarResNet, (2, 1, 32, 32), 512),
     ("resnet50_cifar", {}, CifarResNet, (2, 3, 32, 32), 2048),
     ("mlp", {"in_features": 54, "width": 32, "num_layers": 5}, TabularMLP, (4, 54), 32),
+    ("imix_mlp5", {"in_features": 54, "width_multiplier": 0.125}, IMixMLP5, (4, 54), 256),
     ("timm:resnet18", {"cifar_stem": True}, TimmBackbone, (2, 3, 32, 32), 512),
 ]
 
@@ -42,7 +45,10 @@ def test_backbone_names_are_exactly_the_fixed_families() -> None:
         "resnet34_cifar",
         "resnet50_cifar",
         "mlp",
+        "imix_mlp5",
     )
+    assert TABULAR_BACKBONE_NAMES == ("mlp", "imix_mlp5")
+    assert set(TABULAR_BACKBONE_NAMES) <= set(BACKBONE_NAMES)
     assert TIMM_PREFIX == "timm:"
     for name in BACKBONE_NAMES:
         check_backbone_name(name)
@@ -79,6 +85,7 @@ def test_non_string_or_empty_name(name) -> None:
         ("myresnet", {"in_channels": 0}, "in_channels must be a positive int, got 0"),
         ("timm:resnet18", {"in_channels": -3}, "in_channels must be a positive int, got -3"),
         ("mlp", {"in_features": 54, "width": 0}, "width must be a positive int, got 0"),
+        ("imix_mlp5", {"in_features": 54, "in_channels": 1}, r"\['in_channels'\]; it takes"),
         ("timm:resnet18", {"cifar_stem": "yes"}, "cifar_stem must be a bool"),
     ],
 )

@@ -1,17 +1,19 @@
 """contrastkit.backbones: encoders for self-supervised learning and the heads that go on them.
 
-MyResNet, CIFAR-form ResNet-18/34/50, any timm model, a tabular MLP; projection, prediction
-and linear heads; a Keras-style model summary.
+MyResNet, CIFAR-form ResNet-18/34/50, any timm model, a tabular MLP, i-Mix's mlp_5layer;
+projection, prediction and linear heads; a Keras-style model summary.
 """
 
 from contrastkit.backbones._version import __version__
 from contrastkit.backbones.factory import (
     BACKBONE_NAMES,
+    TABULAR_BACKBONE_NAMES,
     TIMM_PREFIX,
     check_backbone_name,
     create_backbone,
 )
 from contrastkit.backbones.heads import LinearClassifier, PredictionHead, ProjectionHead
+from contrastkit.backbones.imix_mlp import IMixMLP5
 from contrastkit.backbones.mlp import TabularMLP
 from contrastkit.backbones.resnet import CifarResNet, MyResNet
 from contrastkit.backbones.summary import ModelSummary, SummaryRow, model_summary
@@ -19,8 +21,10 @@ from contrastkit.backbones.timm_backbone import TimmBackbone
 
 __all__ = [
     "BACKBONE_NAMES",
+    "TABULAR_BACKBONE_NAMES",
     "TIMM_PREFIX",
     "CifarResNet",
+    "IMixMLP5",
     "LinearClassifier",
     "ModelSummary",
     "MyResNet",

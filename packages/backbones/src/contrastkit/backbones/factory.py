@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import timm
 from torch import nn
 
+from contrastkit.backbones.imix_mlp import COVTYPE_INPUT_GROUPS, IMixMLP5
 from contrastkit.backbones.mlp import TabularMLP
 from contrastkit.backbones.resnet import CifarResNet, MyResNet
 from contrastkit.backbones.timm_backbone import TimmBackbone, timm_name_suggestions
@@ -44,12 +45,28 @@ def _resnet50_cifar(*, in_channels: int = 3, zero_init_residual: bool = False) -
     )
 
 
-def _mlp(*, in_features: int | None = None, width: int = 2048, num_layers: int = 5) -> TabularMLP:
+def _require_in_features(name: str, in_features: int | None) -> int:
+    # Tabular pipelines fill in_features from the data; a direct call must pass it.
     if in_features is None:
         raise ValueError(
-            "backbone 'mlp' needs in_features=<number of input columns> (54 for Covertype)"
+            f"backbone {name!r} needs in_features=<number of input columns> (54 for Covertype)"
         )
+    return in_features
+
+
+def _mlp(*, in_features: int | None = None, width: int = 2048, num_layers: int = 5) -> TabularMLP:
+    in_features = _require_in_features("mlp", in_features)
     return TabularMLP(in_features, width=width, num_layers=num_layers)
+
+
+def _imix_mlp5(
+    *,
+    in_features: int | None = None,
+    input_groups: Sequence[int] | None = COVTYPE_INPUT_GROUPS,
+    width_multiplier: float = 1.0,
+) -> IMixMLP5:
+    in_features = _require_in_features("imix_mlp5", in_features)
+    return IMixMLP5(in_features, input_groups=input_groups, width_multiplier=width_multiplier)
 
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {
@@ -58,10 +75,14 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "resnet34_cifar": _resnet34_cifar,
     "resnet50_cifar": _resnet50_cifar,
     "mlp": _mlp,
+    "imix_mlp5": _imix_mlp5,
 }
 
 BACKBONE_NAMES: tuple[str, ...] = tuple(_BUILDERS)
 """Fixed backbone names; any "timm:<name>" is valid as well (see TIMM_PREFIX)."""
+
+TABULAR_BACKBONE_NAMES: tuple[str, ...] = ("mlp", "imix_mlp5")
+"""The backbones that take (N, in_features) rows; every other name takes images."""
 
 
 def _valid_names_text() -> str:
@@ -103,10 +124,13 @@ def create_backbone(name: str, **kwargs: Any) -> nn.Module:
             in_channels=3, zero_init_residual=False.
         "resnet50_cifar": CifarResNet with Bottlenecks (2048 features). Same kwargs.
         "mlp": TabularMLP (`width` features). in_features (required), width=2048, num_layers=5.
+        "imix_mlp5": IMixMLP5, i-Mix's mlp_5layer (2048 features at width_multiplier=1.0).
+            in_features (required), input_groups=(10, 4, 40), width_multiplier=1.0.
         "timm:<model name>": TimmBackbone. cifar_stem=False, pretrained=False,
             pretrained_path=None, in_channels=3, model_kwargs=None.
 
-    Image backbones take (N, in_channels, H, W) floats; "mlp" takes (N, in_features) floats.
+    Image backbones take (N, in_channels, H, W) floats; the TABULAR_BACKBONE_NAMES ("mlp",
+    "imix_mlp5") take (N, in_features) floats.
     The module has an int attribute `num_features`.
 
     Raises:

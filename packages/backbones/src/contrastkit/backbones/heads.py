@@ -13,18 +13,23 @@ from contrastkit.backbones._checks import check_bool, check_features_input, chec
 
 
 class ProjectionHead(nn.Module):
-    """SimCLR / MoCo v2 projection MLP.
+    """SimCLR / MoCo v2 projection MLP, optionally with i-Mix's BatchNorm on the output.
 
     `num_layers - 1` hidden blocks of Linear -> [BatchNorm1d] -> ReLU of width `hidden_dim`,
-    then a final Linear to `out_dim` (with bias, no BN, no ReLU). A hidden Linear has no bias
-    when a BatchNorm follows it (the BN's shift replaces it). `num_layers=1` is a single Linear.
+    then a final Linear to `out_dim` (no ReLU), followed by a BatchNorm1d(out_dim) when
+    `output_batch_norm` (i-Mix's `mlpbn` head: Linear -> BN -> ReLU -> Linear -> BN). A Linear
+    has no bias when a BatchNorm follows it (the BN's shift replaces it; i-Mix keeps the bias,
+    which computes the same function). `num_layers=1` is a single Linear (i-Mix's `linbn` with
+    the output BN).
 
-    Parameters, with b = batch_norm:
+    Parameters, with b = batch_norm, o = output_batch_norm, d = in_dim if num_layers=1 else
+    hidden_dim:
         first hidden: in_dim*hidden_dim + (2*hidden_dim if b else hidden_dim)
         each further hidden: hidden_dim^2 + (2*hidden_dim if b else hidden_dim)
-        last: hidden_dim*out_dim + out_dim (in_dim*out_dim + out_dim when num_layers=1)
+        last: d*out_dim + (2*out_dim if o else out_dim)
 
-    Input: (N, in_dim) float features. Output: (N, out_dim) float projections.
+    Input: (N, in_dim) float features. Output: (N, out_dim) float projections (batch-normalised
+    over the N rows in training mode when `output_batch_norm`).
     """
 
     def __init__(
@@ -34,6 +39,7 @@ class ProjectionHead(nn.Module):
         out_dim: int,
         num_layers: int = 2,
         batch_norm: bool = True,
+        output_batch_norm: bool = False,
     ) -> None:
         super().__init__()
         self.in_dim = check_positive_int("in_dim", in_dim)
@@ -41,6 +47,7 @@ class ProjectionHead(nn.Module):
         self.out_dim = check_positive_int("out_dim", out_dim)
         check_positive_int("num_layers", num_layers)
         check_bool("batch_norm", batch_norm)
+        check_bool("output_batch_norm", output_batch_norm)
         layers: list[nn.Module] = []
         dim = in_dim
         for _ in range(num_layers - 1):
@@ -49,7 +56,9 @@ class ProjectionHead(nn.Module):
                 layers.append(nn.BatchNorm1d(hidden_dim))
             layers.append(nn.ReLU(inplace=True))
             dim = hidden_dim
-        layers.append(nn.Linear(dim, out_dim))
+        layers.append(nn.Linear(dim, out_dim, bias=not output_batch_norm))
+        if output_batch_norm:
+            layers.append(nn.BatchNorm1d(out_dim))
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
