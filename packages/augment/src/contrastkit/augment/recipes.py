@@ -15,8 +15,12 @@ from typing import Any, Literal
 CropMode = Literal["resized", "padded", "none"]
 CROP_MODES: tuple[str, ...] = ("resized", "padded", "none")
 
-# SimCLR applies Gaussian blur on ImageNet but not on CIFAR; solo-learn and lightly switch it off
-# below 64 px, because a 3-tap kernel on a 32 px image mostly destroys detail the encoder needs.
+# The recipes blur only from 64 px up by default. SimCLR's own CIFAR-10 run does not blur
+# (google-research/simclr README: `--use_blur=False`), nor do i-Mix's CIFAR views. solo-learn's
+# CIFAR recipes do blur 32 px crops (augmentations/symmetric.yaml: p 0.5, PIL radius sigma in
+# [0.1, 2]): pass `blur_min_size=0` to keep a recipe's blur probabilities at every size, with a
+# `blur_kernel_size` wide enough for sigma (13 taps hold +-3 sigma at sigma = 2; the default kernel,
+# 10% of the side, is only 3 taps at 32 px, too short to reach sigma = 2).
 BLUR_MIN_SIZE = 64
 
 
@@ -172,52 +176,71 @@ def _with_overrides(recipe: ViewRecipe, overrides: dict[str, Any]) -> ViewRecipe
     return dataclasses.replace(recipe, **overrides)
 
 
-def _blur_p(size: int, p: float) -> float:
-    return p if size >= BLUR_MIN_SIZE else 0.0
+def _blur_p(size: int, p: float, blur_min_size: int) -> float:
+    """The recipe's blur probability ``p`` at ``size`` px: p from ``blur_min_size`` px up, else 0."""
+    if not _is_int(blur_min_size) or blur_min_size < 0:
+        raise ValueError(
+            f"blur_min_size must be an int >= 0 (0: blur at every size), got {blur_min_size!r}"
+        )
+    return p if size >= blur_min_size else 0.0
 
 
-def simclr_views(size: int, **overrides: Any) -> tuple[ViewRecipe, ViewRecipe]:
+def simclr_views(
+    size: int, *, blur_min_size: int = BLUR_MIN_SIZE, **overrides: Any
+) -> tuple[ViewRecipe, ViewRecipe]:
     """SimCLR's two views, one recipe for both: crop scale 0.08-1, flip 0.5,
-    jitter (0.4, 0.4, 0.4, 0.1) p=0.8, gray 0.2, blur 0.5 at >= 64 px.
+    jitter (0.4, 0.4, 0.4, 0.1) p=0.8, gray 0.2, blur 0.5 at >= ``blur_min_size`` px (64).
 
     ``overrides`` change fields in both views.
     """
-    view = _with_overrides(ViewRecipe(size=size, blur_p=_blur_p(size, 0.5)), overrides)
-    return view, view
-
-
-def mocov2_views(size: int, **overrides: Any) -> tuple[ViewRecipe, ViewRecipe]:
-    """MoCo v2's two views, one recipe for both: as SimCLR with crop scale 0.2-1 (blur 0.5 >= 64 px).
-
-    ``overrides`` change fields in both views.
-    """
-    recipe = ViewRecipe(size=size, crop_scale=(0.2, 1.0), blur_p=_blur_p(size, 0.5))
+    recipe = ViewRecipe(size=size, blur_p=_blur_p(size, 0.5, blur_min_size))
     view = _with_overrides(recipe, overrides)
     return view, view
 
 
-def byol_views(size: int, **overrides: Any) -> tuple[ViewRecipe, ViewRecipe]:
+def mocov2_views(
+    size: int, *, blur_min_size: int = BLUR_MIN_SIZE, **overrides: Any
+) -> tuple[ViewRecipe, ViewRecipe]:
+    """MoCo v2's two views, one recipe for both: as SimCLR with crop scale 0.2-1
+    (blur 0.5 at >= ``blur_min_size`` px, 64 by default).
+
+    ``overrides`` change fields in both views.
+    """
+    recipe = ViewRecipe(size=size, crop_scale=(0.2, 1.0), blur_p=_blur_p(size, 0.5, blur_min_size))
+    view = _with_overrides(recipe, overrides)
+    return view, view
+
+
+def byol_views(
+    size: int, *, blur_min_size: int = BLUR_MIN_SIZE, **overrides: Any
+) -> tuple[ViewRecipe, ViewRecipe]:
     """BYOL's asymmetric pair: jitter (0.4, 0.4, 0.2, 0.1) p=0.8, gray 0.2, then
-    view 1 blur p=1.0, no solarize; view 2 blur p=0.1, solarize p=0.2 (blur only at >= 64 px).
+    view 1 blur p=1.0, no solarize; view 2 blur p=0.1, solarize p=0.2 (blur only at
+    >= ``blur_min_size`` px, 64 by default).
 
     ``overrides`` apply to both views.
     """
     common = {"saturation": 0.2}
-    first = ViewRecipe(size=size, blur_p=_blur_p(size, 1.0), solarize_p=0.0, **common)
-    second = ViewRecipe(size=size, blur_p=_blur_p(size, 0.1), solarize_p=0.2, **common)
+    first_blur, second_blur = (_blur_p(size, p, blur_min_size) for p in (1.0, 0.1))
+    first = ViewRecipe(size=size, blur_p=first_blur, solarize_p=0.0, **common)
+    second = ViewRecipe(size=size, blur_p=second_blur, solarize_p=0.2, **common)
     return _with_overrides(first, overrides), _with_overrides(second, overrides)
 
 
-def isd_views(size: int, **overrides: Any) -> tuple[ViewRecipe, ViewRecipe]:
+def isd_views(
+    size: int, *, blur_min_size: int = BLUR_MIN_SIZE, **overrides: Any
+) -> tuple[ViewRecipe, ViewRecipe]:
     """ISD's (weak, strong) pair: weak = crop scale 0.2-1 + flip, for the teacher;
-    strong = the MoCo v2 view, for the student (UMBCvision/ISD ``aug_weak`` / ``aug_strong``).
+    strong = the MoCo v2 view (blur 0.5 at >= ``blur_min_size`` px), for the student
+    (UMBCvision/ISD ``aug_weak`` / ``aug_strong``).
 
     ``overrides`` apply to both views.
     """
     weak = ViewRecipe(
         size=size, crop_scale=(0.2, 1.0), jitter_p=0.0, gray_p=0.0, blur_p=0.0, solarize_p=0.0
     )
-    return _with_overrides(weak, overrides), mocov2_views(size, **overrides)[0]
+    strong = mocov2_views(size, blur_min_size=blur_min_size, **overrides)[0]
+    return _with_overrides(weak, overrides), strong
 
 
 def probe_views(size: int, **overrides: Any) -> tuple[ViewRecipe]:
