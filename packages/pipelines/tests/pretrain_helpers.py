@@ -100,7 +100,15 @@ def tiny_image_config(output_dir: Path, data_dir: Path, **sections: dict[str, An
             "prediction_hidden_dim": 32,
         },
         "data": {"dataset": "cifar10", "data_dir": str(data_dir), "image_size": 8},
-        "optimizer": {"name": "sgd", "lr": 0.05},
+        # Spelled out so a method's preset (ISD's step schedule, decay on every parameter)
+        # leaves these tiny runs on the plain warm-up + cosine SGD the tests compute by hand.
+        "optimizer": {
+            "name": "sgd",
+            "lr": 0.05,
+            "weight_decay": 5e-4,
+            "exclude_bias_and_norm": True,
+            "schedule": "warmup_cosine",
+        },
         "train": {
             "epochs": 2,
             "batch_size": 16,

@@ -39,10 +39,11 @@ def test_defaults_resolve_per_method() -> None:
     assert simclr.data.augment == "simclr_views" and simclr.data.image_size == 32
     assert simclr.data.loader == "device"
     moco = config_from_dict({"method": {"name": "moco"}})
+    # MoCo v2's constant 0.999 (facebookresearch/moco main_moco.py --moco-m; i-Mix --emam).
     assert (moco.method.temperature, moco.method.momentum, moco.method.momentum_final) == (
         0.2,
-        0.99,
-        0.99,
+        0.999,
+        0.999,
     )
     assert moco.data.augment == "mocov2_views"
     byol = config_from_dict({"method": {"name": "byol"}})
@@ -210,3 +211,89 @@ def test_readme_documents_every_field() -> None:
             if not re.search(rf"^\| `{field.name}` \|", block.group(0), re.M):
                 missing.append(f"{section}.{field.name}")
     assert not missing, f"README does not document: {missing}"
+
+
+def test_isd_presets_fill_what_the_config_leaves_out() -> None:
+    # ISD: UMBCvision/ISD train_isd_r18.py; ISD-plus: train_isd_plus.py + its README command.
+    isd = config_from_dict({"method": {"name": "isd"}})
+    assert (isd.method.momentum, isd.method.momentum_final) == (0.999, 0.999)
+    assert (isd.model.projection_layers, isd.model.prediction_hidden_dim) == (0, 512)
+    opt = isd.optimizer
+    assert (opt.name, opt.lr, opt.momentum, opt.weight_decay) == ("sgd", 0.01, 0.9, 1e-4)
+    assert opt.exclude_bias_and_norm is False
+    assert (opt.schedule, opt.lr_decay_epochs, opt.lr_decay_factor) == ("step", (90.0, 120.0), 0.2)
+
+    plus = config_from_dict({"method": {"name": "isd", "isd_plus": True}})
+    assert plus.method.momentum == 0.99
+    model = plus.model
+    assert (model.projection_layers, model.projection_hidden_dim, model.projection_dim) == (
+        2,
+        1024,
+        128,
+    )
+    assert model.prediction_hidden_dim == 1024
+    assert (plus.optimizer.lr, plus.optimizer.schedule) == (0.05, "warmup_cosine")
+
+    # What the config sets wins over the preset; null counts as left out.
+    mine = config_from_dict(
+        {
+            "method": {"name": "isd", "momentum": 0.9, "student_temperature": None},
+            "model": {"projection_layers": 2},
+            "optimizer": {"lr": 0.3, "schedule": "warmup_cosine"},
+        }
+    )
+    assert (mine.method.momentum, mine.method.student_temperature) == (0.9, 0.02)
+    assert (mine.model.projection_layers, mine.optimizer.lr) == (2, 0.3)
+    assert mine.optimizer.weight_decay == 1e-4  # still the preset's
+    # Choosing the schedule also drops the preset's step epochs, which only fit its schedule.
+    assert mine.optimizer.lr_decay_epochs == ()
+    # Other methods have no preset: the section defaults apply.
+    simclr = config_from_dict({})
+    assert (simclr.optimizer.lr, simclr.optimizer.exclude_bias_and_norm) == (0.06, True)
+    assert simclr.optimizer.schedule == "warmup_cosine" and simclr.model.projection_layers == 2
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (
+            {"optimizer": {"clip_lr": True}},
+            r"optimizer\.clip_lr=true .* needs optimizer\.name=lars",
+        ),
+        ({"optimizer": {"schedule": "step"}}, r"optimizer\.lr_decay_epochs must be a non-empty"),
+        ({"optimizer": {"lr_decay_epochs": [10]}}, r"used by optimizer\.schedule=step only"),
+        (
+            {"optimizer": {"schedule": "step", "lr_decay_epochs": [20, 10]}},
+            r"optimizer\.lr_decay_epochs must be increasing epochs > 0",
+        ),
+        ({"optimizer": {"schedule": "cosine"}}, r"optimizer\.schedule must be one of"),
+        (
+            {"optimizer": {"schedule": "step", "lr_decay_epochs": [5], "final_lr_fraction": 0.1}},
+            r"optimizer\.final_lr_fraction=0\.1 shapes the cosine only",
+        ),
+        (
+            {"optimizer": {"lr_decay_factor": 0.0}},
+            r"optimizer\.lr_decay_factor must be in \(0, 1\]",
+        ),
+        ({"method": {"symmetric": True}}, r"method\.symmetric=true .* got method\.name='simclr'"),
+        ({"model": {"projection_layers": -1}}, r"model\.projection_layers must be >= 0"),
+        ({"data": {"augment_options": [1]}}, r"data\.augment_options must be a mapping"),
+    ],
+)
+def test_recipe_fields_reject_bad_values(raw: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        config_from_dict(raw)
+
+
+def test_recipe_fields_accept_good_values() -> None:
+    config = config_from_dict(
+        {
+            "method": {"name": "moco", "symmetric": True, "separate_forwards": True},
+            "model": {"projection_layers": 0, "projection_output_batch_norm": False},
+            "optimizer": {"name": "lars", "clip_lr": True, "exclude_bias_and_norm": False},
+            "data": {"augment_options": {"blur_p": 0.5}},
+        }
+    )
+    assert config.method.symmetric and config.method.separate_forwards
+    assert config.optimizer.clip_lr and not config.optimizer.exclude_bias_and_norm
+    assert config.data.augment_options == {"blur_p": 0.5}

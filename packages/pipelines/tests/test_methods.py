@@ -1,6 +1,8 @@
 """The five methods: each loss against the objective computed by hand from the method's own modules,
 i-Mix targets, EMA teachers and queues, the online classifier, and a learnable toy on which every
-method (with and without i-Mix) lowers its loss end to end."""
+method (with and without i-Mix) lowers its loss end to end. The recipe options: symmetric MoCo with
+one queue per direction, separate forwards per view, no projection head, the projection's output
+BatchNorm, and the heads the ISD / ISD-plus presets build."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from pretrain_helpers import TOY_CLASSES, tiny_tabular_config, toy_images, toy_tabular
+from torch import nn
 
 from contrastkit.backbones import LinearClassifier, create_backbone
 from contrastkit.objectives import (
@@ -38,8 +41,10 @@ from contrastkit.pipelines.pretrain import PretrainModel, run_pretrain
 FEATURES = 6
 
 
-def _method(name: str, imix: str = "none", **method: object):
-    raw = tiny_tabular_config(Path("unused"), method={"name": name, "imix": imix, **method})
+def _method(name: str, imix: str = "none", model: dict | None = None, **method: object):
+    raw = tiny_tabular_config(
+        Path("unused"), method={"name": name, "imix": imix, **method}, model=model or {}
+    )
     config = config_from_dict(raw)
     torch.manual_seed(0)
     backbone = create_backbone("mlp", in_features=FEATURES, width=16, num_layers=2)
@@ -169,25 +174,20 @@ def test_simclr_has_no_teacher_and_rejects_imix() -> None:
         )
 
 
-DECLARED = (
-    "name",
-    "supports_imix",
-    "default_augment",
-    "default_temperature",
-    "default_momentum",
-    "default_final_momentum",
-)
+DECLARED = ("name", "supports_imix", "default_augment", "default_temperature")
+TEACHER_DECLARED = ("default_momentum", "default_final_momentum")
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_each_method_declares_its_defaults_in_its_own_module(name: str) -> None:
     cls = METHODS[name]
     assert cls.name == name and cls.__module__ == f"contrastkit.pipelines.methods.{name}"
-    assert [a for a in DECLARED if a not in vars(cls)] == []
     assert cls.default_augment.endswith("_views")
     # A method with a teacher has a momentum; one without has no momentum to fill in.
     method = _method(name)
     assert (method.teacher is not None) == (cls.default_momentum is not None)
+    declared = DECLARED + (TEACHER_DECLARED if method.teacher is not None else ())
+    assert [a for a in declared if a not in vars(cls)] == []
     assert method.method_config.temperature == cls.default_temperature
 
 
@@ -299,18 +299,282 @@ def test_mixed_cutmix_batch_is_what_the_method_contrasts() -> None:
     torch.testing.assert_close(out.loss, expected)
 
 
+# ------------------------------------------------------------------ symmetric MoCo (MoCo V2+)
+
+
+def _hand_moco(q, k, queue, temperature: float, targets=None) -> torch.Tensor:
+    """InfoNCE of each query, one sample at a time: positive k_i and the queue's rows (MoCo), or
+    with i-Mix's soft targets every in-batch key and the queue (i-Mix's `mocon`)."""
+    q, k, queue = F.normalize(q, dim=1), F.normalize(k, dim=1), F.normalize(queue, dim=1)
+    total = q.new_zeros(())
+    for i in range(q.shape[0]):
+        if targets is None:
+            logits = torch.cat([(q[i] * k[i]).sum().view(1), queue @ q[i]]) / temperature
+            total = total - torch.log_softmax(logits, dim=0)[0]
+        else:
+            logits = torch.cat([k @ q[i], queue @ q[i]]) / temperature
+            log_p = torch.log_softmax(logits, dim=0)[: k.shape[0]]
+            total = total - (targets[i] * log_p).sum()
+    return total / q.shape[0]
+
+
+def _hand_enqueue(queue: torch.Tensor, ptr: int, keys: torch.Tensor) -> int:
+    """FIFO: each normalised key row overwrites row `ptr`, which then moves on (wrapping)."""
+    for row in F.normalize(keys, dim=1):
+        queue[ptr] = row
+        ptr = (ptr + 1) % queue.shape[0]
+    return ptr
+
+
+@pytest.mark.parametrize("imix", ["none", "mixup"])
+def test_symmetric_moco_is_solo_learns_two_directions_with_a_queue_each(imix: str) -> None:
+    method = _method("moco", imix, queue_size=20, symmetric=True).eval()
+    assert not torch.equal(method.queue.keys, method.view1_queue.keys)  # two random starts
+    view2_queue, view1_queue = method.queue.keys.clone(), method.view1_queue.keys.clone()
+    ptr = 0
+    generator = torch.Generator().manual_seed(5)
+    reference_generator = torch.Generator().manual_seed(5)
+    for step, seed in enumerate([3, 4]):  # 12 keys into 20 rows: the second step wraps around
+        generator_views = torch.Generator().manual_seed(seed)
+        v1 = torch.randn(12, FEATURES, generator=generator_views)
+        v2 = v1 + 0.1 * torch.randn(12, FEATURES, generator=generator_views)
+        out = method([v1, v2], step=step, generator=generator)
+        if imix == "none":
+            (x1, t1), (x2, t2) = (v1, None), (v2, None)
+        else:  # i-Mix mixes each query side, view 1 first
+            x1, t1 = imix_mixup(v1, 1.0, reference_generator)
+            x2, t2 = imix_mixup(v2, 1.0, reference_generator)
+        with torch.no_grad():
+            q1, q2 = method.encoder(x1)[1], method.encoder(x2)[1]
+            k1, k2 = method.teacher(v1)[1], method.teacher(v2)[1]
+            # q1 meets past view-2 keys, q2 past view-1 keys; the loss is the mean of the two.
+            expected = (
+                _hand_moco(q1, k2, view2_queue, 0.2, t1) + _hand_moco(q2, k1, view1_queue, 0.2, t2)
+            ) / 2
+        torch.testing.assert_close(out.loss, expected, rtol=1e-5, atol=1e-5)
+        # Both queues are written after the loss: view-2 keys to `queue`, view-1 to `view1_queue`.
+        _hand_enqueue(view2_queue, ptr, k2)
+        ptr = _hand_enqueue(view1_queue, ptr, k1)
+        torch.testing.assert_close(method.queue.keys, view2_queue)
+        torch.testing.assert_close(method.view1_queue.keys, view1_queue)
+        assert int(method.queue.ptr) == int(method.view1_queue.ptr) == ptr
+        assert out.features.shape == (24, 16)
+        if imix == "none":
+            assert out.label_weights is None
+        else:
+            torch.testing.assert_close(out.label_weights, torch.cat([t1, t2]))
+
+
+def test_symmetric_moco_queues_resume_exactly_from_the_state_dict() -> None:
+    first = _method("moco", queue_size=20, symmetric=True).train()
+    v1, v2 = _views()
+    first([v1, v2], step=0)
+    state = first.state_dict()
+    assert {"queue.keys", "queue.ptr", "view1_queue.keys", "view1_queue.ptr"} <= set(state)
+    raw = tiny_tabular_config(
+        Path("unused"), method={"name": "moco", "queue_size": 20, "symmetric": True}
+    )
+    backbone = create_backbone("mlp", in_features=FEATURES, width=16, num_layers=2)
+    resumed = build_method(config_from_dict(raw), backbone).train()
+    resumed.load_state_dict(copy.deepcopy(state))
+    a, b = first([v2, v1], step=1), resumed([v2, v1], step=1)
+    assert torch.equal(a.loss, b.loss)
+    assert torch.equal(first.view1_queue.keys, resumed.view1_queue.keys)
+    assert torch.equal(first.queue.keys, resumed.queue.keys)
+    # Without symmetric there is one queue, under the name it always had.
+    assert not any(key.startswith("view1_queue") for key in _method("moco").state_dict())
+
+
+# ------------------------------------------------------------------ separate forwards per view
+
+
+def _hand_loss(method, v1: torch.Tensor, v2: torch.Tensor, separate: bool) -> torch.Tensor:
+    """The method's loss with every network run by hand: each view alone (separate) or the two
+    views concatenated (one BatchNorm batch), in training mode."""
+
+    def run(network, xs):
+        if separate:
+            outs = [network(x) for x in xs]
+            return [o[1] for o in outs]
+        return list(network(torch.cat(xs))[1].chunk(len(xs)))
+
+    name = method.name
+    if name == "simclr":
+        z1, z2 = run(method.encoder, [v1, v2])
+        return nt_xent_loss(z1, z2, temperature=0.5)
+    if name == "npair":
+        z1, z2 = run(method.encoder, [v1, v2])
+        return npair_loss(z1, z2, temperature=0.2)
+    if name == "byol":
+        z1, z2 = run(method.encoder, [v1, v2])
+        if separate:
+            p1, p2 = method.predictor(z1), method.predictor(z2)
+        else:
+            p1, p2 = method.predictor(torch.cat([z1, z2])).chunk(2)
+        with torch.no_grad():
+            t2, t1 = run(method.teacher, [v2, v1])
+        return byol_loss(p1, t2) + byol_loss(p2, t1)
+    q1, q2 = run(method.encoder, [v1, v2])  # symmetric MoCo
+    with torch.no_grad():
+        k1, k2 = run(method.teacher, [v1, v2])
+    return (
+        moco_loss(q1, k2, method.queue.keys, 0.2) + moco_loss(q2, k1, method.view1_queue.keys, 0.2)
+    ) / 2
+
+
+def _running_means(module: nn.Module) -> list[torch.Tensor]:
+    return [m.running_mean.clone() for m in module.modules() if isinstance(m, nn.BatchNorm1d)]
+
+
+@pytest.mark.parametrize("name", ["simclr", "npair", "byol", "moco"])
+@pytest.mark.parametrize("separate", [True, False])
+def test_separate_forwards_give_each_view_its_own_batchnorm_batch(
+    name: str, separate: bool
+) -> None:
+    extra = {"symmetric": True, "queue_size": 20} if name == "moco" else {}
+    method = _method(name, separate_forwards=separate, **extra).train()
+    reference = copy.deepcopy(method)  # same weights, queues and BatchNorm buffers
+    v1, v2 = _views()
+    out = method([v1, v2], step=0)
+    expected = _hand_loss(reference, v1, v2, separate)
+    if separate:
+        torch.testing.assert_close(out.loss, expected)
+    else:  # today's single forward of both views, bit for bit
+        assert torch.equal(out.loss, expected)
+    # The running statistics saw the same batches: one per view, or one of both views.
+    for got, want in zip(_running_means(method), _running_means(reference), strict=True):
+        torch.testing.assert_close(got, want)
+    # And the two ways differ in training mode (each view standardised by its own statistics).
+    other = _method(name, separate_forwards=not separate, **extra).train()
+    assert not torch.allclose(other([v1, v2], step=0).loss, out.loss)
+
+
+@pytest.mark.parametrize("name", ["moco", "isd"])
+def test_separate_forwards_change_nothing_where_each_network_sees_one_view(name: str) -> None:
+    v1, v2 = _views()
+    losses = [
+        _method(name, queue_size=20, separate_forwards=flag).train()([v1, v2], step=0).loss
+        for flag in (False, True)
+    ]
+    assert torch.equal(losses[0], losses[1])
+
+
+# ------------------------------------------------------------------ heads: none, output BN, presets
+
+
+def _preset_method(isd_plus: bool, width: int = 512):
+    """ISD with every head field left to the preset, on a `width`-feature backbone."""
+    raw = tiny_tabular_config(Path("unused"), method={"name": "isd", "queue_size": 20})
+    raw["method"]["isd_plus"] = isd_plus
+    raw["model"] = {"backbone": "mlp", "backbone_kwargs": {"width": width, "num_layers": 1}}
+    config = config_from_dict(raw)
+    torch.manual_seed(0)
+    backbone = create_backbone("mlp", in_features=FEATURES, width=width, num_layers=1)
+    return config, build_method(config, backbone)
+
+
+def _layers(module: nn.Module) -> list[tuple]:
+    """(kind, in, out, has bias) of each Linear and (kind, width) of each BatchNorm1d, in order."""
+    found: list[tuple] = []
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            found.append(("linear", m.in_features, m.out_features, m.bias is not None))
+        elif isinstance(m, nn.BatchNorm1d):
+            found.append(("bn", m.num_features))
+    return found
+
+
+def test_isd_preset_has_no_projection_head_and_enqueues_teacher_backbone_features() -> None:
+    config, method = _preset_method(isd_plus=False)
+    assert config.model.projection_layers == 0
+    assert (config.method.momentum, config.method.momentum_final) == (0.999, 0.999)
+    temperatures = (config.method.student_temperature, config.method.teacher_temperature)
+    assert temperatures == (0.02, 0.02)
+    assert isinstance(method.encoder.projection, nn.Identity)
+    assert isinstance(method.teacher.module.projection, nn.Identity)
+    assert _layers(method.encoder) == _layers(method.encoder.backbone)  # nothing after it
+    # train_isd_r18.py's predictor: Linear(feat, feat, bias=False), BN, ReLU, Linear(feat, feat).
+    assert _layers(method.predictor) == [
+        ("linear", 512, 512, False),
+        ("bn", 512),
+        ("linear", 512, 512, True),
+    ]
+    assert method.queue.keys.shape == (20, 512)
+    method.eval()
+    queue_before = method.queue.keys.clone()
+    weak, strong = _views()
+    out = method([weak, strong], step=0)
+    with torch.no_grad():
+        keys = method.teacher.module.backbone(weak)  # the teacher's backbone, no head
+        student = method.predictor(method.encoder.backbone(strong))
+    torch.testing.assert_close(out.loss, isd_loss(student, keys, queue_before, 0.02, 0.02))
+    torch.testing.assert_close(method.queue.keys[:12], F.normalize(keys, dim=1))
+    torch.testing.assert_close(method.queue.keys[12:], queue_before[12:])
+
+
+def test_isd_plus_preset_builds_its_projection_and_predictor() -> None:
+    config, method = _preset_method(isd_plus=True)
+    assert config.method.momentum == 0.99
+    temperatures = (config.method.student_temperature, config.method.teacher_temperature)
+    assert temperatures == (0.1, 0.01)
+    # train_isd_plus.py on a 512-feature backbone: get_mlp(512, 1024, 128) as the projection of
+    # student and teacher, get_mlp(128, 1024, 128) as the predictor (its first Linear's bias is
+    # dropped here: the BatchNorm after it cancels it).
+    mlp = [("linear", 512, 1024, False), ("bn", 1024), ("linear", 1024, 128, True)]
+    assert _layers(method.encoder.projection) == mlp
+    assert _layers(method.teacher.module.projection) == mlp
+    assert _layers(method.predictor) == [
+        ("linear", 128, 1024, False),
+        ("bn", 1024),
+        ("linear", 1024, 128, True),
+    ]
+    assert method.queue.keys.shape == (20, 128)
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_without_projection_head_every_method_sizes_from_the_backbone(name: str) -> None:
+    method = _method(name, model={"projection_layers": 0}, queue_size=20)
+    assert isinstance(method.encoder.projection, nn.Identity) and method.embedding_dim == 16
+    if hasattr(method, "queue"):
+        assert method.queue.keys.shape == (20, 16)
+    if hasattr(method, "predictor"):
+        assert (method.predictor.in_dim, method.predictor.out_dim) == (16, 16)
+    out = method.train()(_views(), step=0, generator=torch.Generator().manual_seed(1))
+    assert torch.isfinite(out.loss)
+
+
+def test_projection_output_batch_norm_standardises_the_projections() -> None:
+    method = _method("moco", model={"projection_output_batch_norm": True}).train()
+    for head in (method.encoder.projection, method.teacher.module.projection):
+        assert _layers(head) == [
+            ("linear", 16, 32, False),
+            ("bn", 32),
+            ("linear", 32, 16, False),
+            ("bn", 16),
+        ]
+    z = method.encoder(_views()[0])[1]
+    torch.testing.assert_close(z.mean(0), torch.zeros(16), atol=1e-5, rtol=0)
+    torch.testing.assert_close(z.var(0, unbiased=False), torch.ones(16), atol=1e-3, rtol=0)
+    with pytest.raises(ValueError, match=r"needs a head, got model\.projection_layers=0"):
+        _method("moco", model={"projection_output_batch_norm": True, "projection_layers": 0})
+
+
 # ------------------------------------------------------------------ end to end on a learnable toy
 
 LEARNING_CASES = [
-    ("simclr", "none"),
-    ("npair", "none"),
-    ("npair", "mixup"),
-    ("moco", "none"),
-    ("moco", "mixup"),
-    ("byol", "none"),
-    ("byol", "mixup"),
-    ("isd", "none"),
+    ("simclr", "none", {}),
+    ("simclr", "none", {"separate_forwards": True}),
+    ("npair", "none", {}),
+    ("npair", "mixup", {}),
+    ("moco", "none", {}),
+    ("moco", "mixup", {}),
+    ("moco", "mixup", {"symmetric": True, "separate_forwards": True}),
+    ("byol", "none", {}),
+    ("byol", "none", {"separate_forwards": True}),
+    ("byol", "mixup", {}),
+    ("isd", "none", {}),
 ]
+LEARNING_IDS = [f"{n}-{i}{''.join(f'-{k}' for k in extra)}" for n, i, extra in LEARNING_CASES]
 
 
 def _decreased(losses: list[float], skip: int, window: int) -> bool:
@@ -323,13 +587,17 @@ def _decreased(losses: list[float], skip: int, window: int) -> bool:
     return sum(losses[-window:]) / window < sum(early) / window
 
 
-@pytest.mark.parametrize(
-    ("name", "imix"), LEARNING_CASES, ids=[f"{n}-{i}" for n, i in LEARNING_CASES]
-)
-def test_loss_decreases_on_tabular_toy(tmp_path: Path, name: str, imix: str) -> None:
+@pytest.mark.parametrize(("name", "imix", "extra"), LEARNING_CASES, ids=LEARNING_IDS)
+def test_loss_decreases_on_tabular_toy(
+    tmp_path: Path, name: str, imix: str, extra: dict[str, bool]
+) -> None:
+    method = {"name": name, "imix": imix, "queue_size": 64, **extra}
+    if name in ("moco", "isd"):
+        # 32 steps: the recipes' constant 0.999 would leave the teacher near its random start.
+        method["momentum"] = 0.99
     raw = tiny_tabular_config(
         tmp_path / "run",
-        method={"name": name, "imix": imix, "queue_size": 64},
+        method=method,
         optimizer={"lr": 0.5},
         train={"epochs": 2, "batch_size": 32, "warmup_epochs": 0.25, "knn_every": 2, "knn_k": 20},
     )

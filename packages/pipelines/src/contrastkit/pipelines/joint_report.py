@@ -70,7 +70,7 @@ def summary_markdown(config: JointTrainingConfig, model: JointModel) -> str:
     parts = [model_summary_markdown(summary)]
     method = model.method
     if method is not None:
-        dim = config.model.projection_dim
+        dim = method.embedding_dim
         heads = [("projection head", method.encoder.projection, method.num_features)]
         predictor = getattr(method, "predictor", None)
         if isinstance(predictor, nn.Module):

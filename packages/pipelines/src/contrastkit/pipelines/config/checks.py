@@ -46,7 +46,10 @@ def _type_name(hint: Any) -> str:
     if origin is dict:
         return "mapping"
     if origin is tuple:
-        return f"list of {len(typing.get_args(hint))} numbers"
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return "list of numbers"
+        return f"list of {len(args)} numbers"
     return getattr(hint, "__name__", str(hint))
 
 
@@ -79,8 +82,9 @@ def _coerce(section: str, name: str, value: Any, hint: Any, optional: bool) -> A
             raise field_error(section, name, value, "a mapping with string keys")
         return dict(value)
     if origin is tuple:
-        size = len(typing.get_args(hint))
-        if not isinstance(value, list | tuple) or len(value) != size:
+        args = typing.get_args(hint)
+        size = None if len(args) == 2 and args[1] is Ellipsis else len(args)
+        if not isinstance(value, list | tuple) or (size is not None and len(value) != size):
             raise field_error(section, name, value, allowed)
         return tuple(_coerce(section, name, v, float, False) for v in value)
     raise TypeError(f"unsupported annotation {hint!r} for {section}.{name}")

@@ -10,11 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from contrastkit.backbones import TABULAR_BACKBONE_NAMES
 from contrastkit.pipelines.config.checks import check_choice, check_min, check_types, field_error
 from contrastkit.pipelines.methods import METHODS, method_class
 
 IMIX_KINDS: tuple[str, ...] = ("none", "mixup", "cutmix")
 OPTIMIZER_NAMES: tuple[str, ...] = ("sgd", "lars", "adamw")
+SCHEDULES: tuple[str, ...] = ("warmup_cosine", "step")
 DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "image_folder", "tabular")
 LOADERS: tuple[str, ...] = ("auto", "device", "dataloader")
 DEFAULT_IMAGE_SIZE = {"cifar10": 32, "cifar100": 32}
@@ -36,6 +38,8 @@ class MethodConfig:
     isd_plus: bool = False
     imix: str = "none"
     imix_alpha: float = 1.0
+    symmetric: bool = False
+    separate_forwards: bool = False
 
     def __post_init__(self) -> None:
         s = "method"
@@ -58,6 +62,12 @@ class MethodConfig:
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
                 raise field_error(s, name, value, "in [0, 1]")
+        if self.symmetric and not method.supports_symmetric:
+            symmetric = [name for name, cls in METHODS.items() if cls.supports_symmetric]
+            raise ValueError(
+                f"method.symmetric=true (both directions, one queue each) is defined for methods "
+                f"{symmetric}, got method.name={self.name!r}"
+            )
         if self.isd_plus and method.isd_plus_temperatures is None:
             raise ValueError(
                 f"method.isd_plus=true is a preset of the isd method, got method.name={self.name!r}"
@@ -97,6 +107,7 @@ class ModelConfig:
     projection_dim: int = 128
     projection_layers: int = 2
     projection_batch_norm: bool = True
+    projection_output_batch_norm: bool = False
     prediction_hidden_dim: int = 512
     channels_last: bool = True
     compile: bool = False
@@ -107,8 +118,10 @@ class ModelConfig:
         check_types(self, s)
         if not self.backbone:
             raise field_error(s, "backbone", self.backbone, "a backbone name")
-        for name in ("projection_hidden_dim", "projection_dim", "projection_layers"):
+        for name in ("projection_hidden_dim", "projection_dim"):
             check_min(s, name, getattr(self, name), 1, strict=False)
+        # 0 layers: no projection head, the backbone's features are the embeddings (ISD).
+        check_min(s, "projection_layers", self.projection_layers, 0, strict=False)
         check_min(s, "prediction_hidden_dim", self.prediction_hidden_dim, 1, strict=False)
 
 
@@ -121,6 +134,7 @@ class DataConfig:
     image_size: int | None = None
     train_subset: int | None = None
     augment: str | None = None
+    augment_options: dict[str, Any] = field(default_factory=dict)
     download: bool = False
     tabular_options: dict[str, Any] = field(default_factory=dict)
     loader: str = "auto"
@@ -168,7 +182,12 @@ class OptimizerConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     lars_eta: float = 0.02
+    clip_lr: bool = False
+    exclude_bias_and_norm: bool = True
+    schedule: str = "warmup_cosine"
     final_lr_fraction: float = 0.0
+    lr_decay_epochs: tuple[float, ...] = ()
+    lr_decay_factor: float = 0.2
 
     def __post_init__(self) -> None:
         s = "optimizer"
@@ -186,6 +205,31 @@ class OptimizerConfig:
             raise field_error(s, "betas", list(self.betas), "two numbers in [0, 1)")
         if not 0.0 <= self.final_lr_fraction <= 1.0:
             raise field_error(s, "final_lr_fraction", self.final_lr_fraction, "in [0, 1]")
+        if self.clip_lr and self.name != "lars":
+            raise ValueError(
+                f"optimizer.clip_lr=true clips LARS's layer-wise rate and needs optimizer.name=lars, "
+                f"got optimizer.name={self.name!r}"
+            )
+        check_choice(s, "schedule", self.schedule, SCHEDULES)
+        epochs = list(self.lr_decay_epochs)
+        if self.schedule == "step" and not epochs:
+            raise field_error(
+                s, "lr_decay_epochs", epochs, "a non-empty list of epochs for schedule=step"
+            )
+        if self.schedule == "step" and self.final_lr_fraction != 0.0:
+            raise ValueError(
+                f"optimizer.final_lr_fraction={self.final_lr_fraction} shapes the cosine only, "
+                "got optimizer.schedule='step'; drop it (step uses lr_decay_factor)"
+            )
+        if self.schedule != "step" and epochs:
+            raise ValueError(
+                f"optimizer.lr_decay_epochs={epochs} is used by optimizer.schedule=step only, "
+                f"got optimizer.schedule={self.schedule!r}"
+            )
+        if any(e <= 0 for e in epochs) or epochs != sorted(set(epochs)):
+            raise field_error(s, "lr_decay_epochs", epochs, "increasing epochs > 0")
+        if not 0.0 < self.lr_decay_factor <= 1.0:
+            raise field_error(s, "lr_decay_factor", self.lr_decay_factor, "in (0, 1]")
 
 
 @dataclass
@@ -276,13 +320,16 @@ class PretrainConfig:
                 "method.imix=cutmix pastes image boxes and needs images, got data.dataset='tabular'; "
                 "use method.imix=mixup"
             )
-        if tabular and self.model.backbone != "mlp":
+        row_backbone = self.model.backbone in TABULAR_BACKBONE_NAMES
+        if tabular and not row_backbone:
             raise ValueError(
-                f"data.dataset=tabular gives (N, F) rows; model.backbone must be 'mlp', got {self.model.backbone!r}"
+                f"data.dataset=tabular gives (N, F) rows; model.backbone must be 'mlp' or "
+                f"'imix_mlp5', got {self.model.backbone!r}"
             )
-        if not tabular and self.model.backbone == "mlp":
+        if not tabular and row_backbone:
             raise ValueError(
-                f"model.backbone='mlp' takes (N, F) rows and needs data.dataset=tabular, got {self.data.dataset!r}"
+                f"model.backbone={self.model.backbone!r} takes (N, F) rows and needs "
+                f"data.dataset=tabular, got {self.data.dataset!r}"
             )
 
 

@@ -17,7 +17,8 @@ from typing import Any
 import yaml
 
 from contrastkit.pipelines.atomic import write_text_atomic
-from contrastkit.pipelines.config.sections import SECTIONS, PretrainConfig
+from contrastkit.pipelines.config.sections import SECTIONS, MethodConfig, PretrainConfig
+from contrastkit.pipelines.methods import METHODS
 
 
 def config_sections(config_class: type[PretrainConfig] = PretrainConfig) -> dict[str, type]:
@@ -64,20 +65,46 @@ def config_from_dict(
     data = {} if data is None else data
     if not isinstance(data, Mapping):
         raise ValueError(f"a config must be a mapping of sections {list(known)}, got {data!r}")
-    sections: dict[str, Any] = {}
+    raw: dict[str, dict[str, Any]] = {}
     for name, values in data.items():
         if name not in known:
             raise _unknown_key(str(name), list(known), "the config's top level")
         values = {} if values is None else values
         if not isinstance(values, Mapping):
             raise ValueError(f"config section {name!r} must be a mapping of fields, got {values!r}")
-        cls = known[name]
-        valid = [f.name for f in dataclasses.fields(cls)]
+        valid = [f.name for f in dataclasses.fields(known[name])]
         for key in values:
             if key not in valid:
                 raise _unknown_key(str(key), valid, f"section {name!r}")
-        sections[name] = cls(**values)
-    return config_class(**sections)
+        raw[name] = dict(values)
+    _apply_method_preset(raw, known)
+    return config_class(**{name: known[name](**values) for name, values in raw.items()})
+
+
+_PRESET_DEPENDENTS: dict[str, tuple[str, ...]] = {
+    "optimizer.schedule": ("lr_decay_epochs", "lr_decay_factor"),
+}
+
+
+def _apply_method_preset(raw: dict[str, dict[str, Any]], known: Mapping[str, type]) -> None:
+    """Fill the fields the config leaves out (or null) with the method's preset: the values of the
+    original recipe the method cites (`PretrainMethod.preset`, e.g. ISD / ISD-plus). Fields the
+    config sets win; an unknown method name is left for MethodConfig to report."""
+    method = raw.get("method", {})
+    name = method.get("name", MethodConfig.name)
+    if name not in METHODS:
+        return
+    for section, fields in METHODS[name].preset(method).items():
+        if section not in known:
+            continue
+        values = raw.setdefault(section, {})
+        given = {key for key, value in values.items() if value is not None}
+        # A field the config sets also decides the preset fields that only make sense with the
+        # preset's value of it (the step schedule's epochs once the config picks a schedule).
+        held = {d for key in given for d in _PRESET_DEPENDENTS.get(f"{section}.{key}", ())}
+        for key, value in fields.items():
+            if key not in given and key not in held:
+                values[key] = value
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -1,13 +1,15 @@
 """What every pretrain method is: an nn.Module that turns a batch of views into a loss.
 
-Also the pieces methods share: the encoder (backbone + projection head), i-Mix on the query
-input, and a key-encoder forward with MoCo's shuffle-BN across processes.
+Also the pieces methods share: the encoder (backbone + projection head, or none), forwards of
+several views in one or separate BatchNorm batches, i-Mix on the query input, and a key-encoder
+forward with MoCo's shuffle-BN across processes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -38,7 +40,11 @@ class MethodOutput:
 
 
 class Encoder(nn.Module):
-    """backbone -> projection head. `forward(x)` returns (features (N, F), projection (N, D))."""
+    """backbone -> projection head. `forward(x)` returns (features (N, F), projection (N, D)).
+
+    With `projection = nn.Identity()` (model.projection_layers = 0) the projection is the
+    features themselves, D = F.
+    """
 
     def __init__(self, backbone: nn.Module, projection: nn.Module) -> None:
         super().__init__()
@@ -111,6 +117,7 @@ class PretrainMethod(nn.Module):
             `method.teacher_temperature`) of a distillation method.
         isd_plus_temperatures: the (student, teacher) preset `method.isd_plus=true` sets; None
             where `isd_plus` is not allowed.
+        supports_symmetric: whether `method.symmetric` (both directions, a queue each) is defined.
     """
 
     name: ClassVar[str] = ""
@@ -121,6 +128,17 @@ class PretrainMethod(nn.Module):
     default_final_momentum: ClassVar[float | None] = None
     default_student_teacher_temperatures: ClassVar[tuple[float, float] | None] = None
     isd_plus_temperatures: ClassVar[tuple[float, float] | None] = None
+    supports_symmetric: ClassVar[bool] = False
+
+    @classmethod
+    def preset(cls, method: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+        """The original recipe's values for fields a config leaves out: section -> field -> value.
+
+        `method` is the config's raw `method:` mapping (so a flag such as `isd_plus` can switch
+        presets). `config_from_dict` fills these before building the sections; fields the config
+        sets win. Default: no preset (the sections' own defaults apply).
+        """
+        return {}
 
     def __init__(
         self, backbone: nn.Module, method: MethodConfig, model: ModelConfig, *, seed: int = 0
@@ -143,6 +161,9 @@ class PretrainMethod(nn.Module):
         self.model_config = model
         self.seed = seed
         self.encoder = Encoder(backbone, self.projection_head(num_features))
+        # The width of what the losses compare: the projection, or the backbone's features when
+        # there is no projection head. Queues and predictors are sized from it.
+        self.embedding_dim = model.projection_dim if model.projection_layers else num_features
         self.teacher: MomentumTeacher | None = None
 
     @property
@@ -161,15 +182,40 @@ class PretrainMethod(nn.Module):
             found.append(self.teacher.module.backbone)
         return found
 
-    def projection_head(self, in_dim: int) -> ProjectionHead:
+    def projection_head(self, in_dim: int) -> nn.Module:
+        """The model section's projection head on `in_dim` features; nn.Identity for
+        `projection_layers = 0` (no head: ISD uses the backbone's features as embeddings)."""
         model = self.model_config
+        if model.projection_layers == 0:
+            if model.projection_output_batch_norm:
+                raise ValueError(
+                    "model.projection_output_batch_norm=true puts a BatchNorm on the projection "
+                    "head's output and needs a head, got model.projection_layers=0 (no head)"
+                )
+            return nn.Identity()
         return ProjectionHead(
             in_dim,
             model.projection_hidden_dim,
             model.projection_dim,
             num_layers=model.projection_layers,
             batch_norm=model.projection_batch_norm,
+            output_batch_norm=model.projection_output_batch_norm,
         )
+
+    def encode(self, network: nn.Module, inputs: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+        """(features, projections) of `network` (the encoder or its teacher) on the inputs, each
+        (sum of N_i, .) stacked in input order.
+
+        One forward of the concatenated batch, so one BatchNorm batch over every input; with
+        `method.separate_forwards` one forward per input, so each input (view) is normalised
+        by its own batch statistics, as solo-learn forwards its views.
+        """
+        if len(inputs) == 1:
+            return network(inputs[0])
+        if not self.method_config.separate_forwards:
+            return network(torch.cat(list(inputs)))
+        outputs = [network(x) for x in inputs]
+        return torch.cat([f for f, _ in outputs]), torch.cat([z for _, z in outputs])
 
     def mix(self, x: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor | None]:
         """i-Mix on a query batch: (mixed x, (N, N) virtual labels), or (x, None) without i-Mix."""
@@ -178,6 +224,15 @@ class PretrainMethod(nn.Module):
             return x, None
         mixer = imix_mixup if imix == "mixup" else imix_cutmix
         return mixer(x, alpha=self.method_config.imix_alpha, generator=generator)
+
+    def mix_both(
+        self, view1: Tensor, view2: Tensor, generator: torch.Generator | None
+    ) -> tuple[list[Tensor], list[Tensor | None]]:
+        """i-Mix on each view as a query batch, view 1's draw first (i-Mix's order when both
+        sides are queries): ([inputs1, inputs2], [targets1, targets2])."""
+        inputs1, targets1 = self.mix(view1, generator)
+        inputs2, targets2 = self.mix(view2, generator)
+        return [inputs1, inputs2], [targets1, targets2]
 
     def key_seed(self, step: int) -> int:
         """Seed of the shuffle-BN permutation of forward number `step`: the same on every rank."""
@@ -213,15 +268,16 @@ class PretrainMethod(nn.Module):
 
 class SelfDistillationMethod(PretrainMethod):
     """A method whose student (encoder + predictor head) learns from an EMA teacher of its encoder
-    (BYOL, ISD). Builds `self.predictor` (projection_dim -> model.prediction_hidden_dim ->
-    projection_dim) and `self.teacher`; abstract (no `name`), so the registry skips it.
+    (BYOL, ISD). Builds `self.predictor` (embedding_dim -> model.prediction_hidden_dim ->
+    embedding_dim, where embedding_dim is model.projection_dim, or the backbone's num_features
+    without a projection head) and `self.teacher`; abstract (no `name`), so the registry skips it.
     """
 
     def __init__(
         self, backbone: nn.Module, method: MethodConfig, model: ModelConfig, *, seed: int = 0
     ) -> None:
         super().__init__(backbone, method, model, seed=seed)
-        dim = model.projection_dim
+        dim = self.embedding_dim
         self.predictor = PredictionHead(dim, model.prediction_hidden_dim, dim)
         self.teacher = MomentumTeacher(self.encoder)
 

@@ -18,12 +18,16 @@ from contrastkit.pipelines.methods.base import (
 
 
 class BYOL(SelfDistillationMethod):
-    """loss = byol_loss(p1, z2', t1) + byol_loss(p2, z1', t2).
+    """loss = byol_loss(p1, z2', t1) + byol_loss(p2, z1', t2): the two directions summed, as
+    solo-learn's BYOL does.
 
-    p = predictor(projection(view)) from the online network (both views in one forward);
-    z' = the target network's projection of the other view (EMA of the online encoder with
-    momentum rising from method.momentum to method.momentum_final on a cosine), no gradient.
-    With i-Mix each view is mixed within the batch and t1, t2 are its virtual labels.
+    p = predictor(projection(view)) from the online network; z' = the target network's
+    projection of the other view (EMA of the online encoder with momentum rising from
+    method.momentum to method.momentum_final on a cosine), no gradient. Both views go through
+    each network (and the predictor) in one forward, one BatchNorm batch of 2N, or with
+    method.separate_forwards in one forward per view, as solo-learn does. With i-Mix each view
+    is mixed within the batch and t1, t2 are its virtual labels; the target network sees the
+    clean views.
     """
 
     name = "byol"
@@ -37,12 +41,14 @@ class BYOL(SelfDistillationMethod):
         self, views: list[Tensor], *, step: int, generator: torch.Generator | None = None
     ) -> MethodOutput:
         view1, view2 = two_views(views)
-        inputs1, targets1 = self.mix(view1, generator)
-        inputs2, targets2 = self.mix(view2, generator)
-        features, projections = self.encoder(torch.cat([inputs1, inputs2]))
-        p1, p2 = self.predictor(projections).chunk(2)
+        inputs, (targets1, targets2) = self.mix_both(view1, view2, generator)
+        features, projections = self.encode(self.encoder, inputs)
+        if self.method_config.separate_forwards:  # the predictor's BatchNorm too, per view
+            p1, p2 = (self.predictor(z) for z in projections.chunk(2))
+        else:
+            p1, p2 = self.predictor(projections).chunk(2)
         with torch.no_grad():
-            _, target_projections = self.teacher(torch.cat([view2, view1]))
+            _, target_projections = self.encode(self.teacher, [view2, view1])
         z2, z1 = target_projections.chunk(2)
         loss = byol_loss(p1, z2, targets1) + byol_loss(p2, z1, targets2)
         n = view1.shape[0]

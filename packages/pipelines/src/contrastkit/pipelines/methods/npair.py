@@ -1,6 +1,7 @@
 """N-pair / in-batch InfoNCE as i-Mix uses it (Sohn 2016; Lee et al. 2021).
 
-Queries from view 1 (mixed when i-Mix is on), keys from view 2, one shared encoder, one forward.
+Queries from view 1 (mixed when i-Mix is on), keys from view 2, one shared encoder: one forward
+of both (as i-Mix's builder.py), or one per view with method.separate_forwards.
 """
 
 from __future__ import annotations
@@ -29,15 +30,13 @@ class NPair(PretrainMethod):
     supports_imix = True
     default_augment = "simclr_views"
     default_temperature = 0.2
-    default_momentum = None  # no teacher
-    default_final_momentum = None
 
     def forward(
         self, views: list[Tensor], *, step: int, generator: torch.Generator | None = None
     ) -> MethodOutput:
         view1, view2 = two_views(views)
         queries, targets = self.mix(view1, generator)
-        features, projections = self.encoder(torch.cat([queries, view2]))
+        features, projections = self.encode(self.encoder, [queries, view2])
         q, k = projections.chunk(2)
         loss = npair_loss(q, k, temperature=self.method_config.temperature, targets=targets)
         n = view1.shape[0]

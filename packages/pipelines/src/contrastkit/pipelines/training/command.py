@@ -1,6 +1,6 @@
 """The command line every training task shares (`contrastkit-pretrain`, `contrastkit-joint`):
---config, --output-dir, --data-dir, --resume and section.field=value overrides, and the exit
-status a run ends with."""
+--config, --output-dir, --data-dir, --resume, --print-config and section.field=value overrides,
+and the exit status a run ends with."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from contrastkit.pipelines.config import (
     PretrainConfig,
     apply_overrides,
     config_from_dict,
+    config_to_yaml,
     read_config_file,
 )
 from contrastkit.pipelines.run_files import CONFIG_FILE
@@ -38,6 +39,12 @@ def build_parser(task: TrainingTask) -> argparse.ArgumentParser:
         "--resume",
         metavar="latest|PATH",
         help="continue from the newest checkpoint of the output dir, or from a checkpoint folder / run dir",
+    )
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config (every default and method preset filled in) as YAML and "
+        "exit, without reading data or writing anything",
     )
     parser.add_argument(
         "overrides",
@@ -84,6 +91,11 @@ def run_command(task: TrainingTask, argv: Sequence[str] | None = None) -> int:
     is_main = int(os.environ.get("RANK", "0")) == 0
     try:
         config = config_from_args(args, task.config_class)
+        if args.print_config:
+            # Fields filled from the data (a tabular backbone's in_features) are not known yet.
+            if is_main:
+                print(config_to_yaml(config), end="")
+            return 0
         result = run_training(config, task, resume=args.resume)
     except (ValueError, FileNotFoundError) as error:
         print(f"{command}: error: {error}", file=sys.stderr)

@@ -74,18 +74,27 @@ def build_training_state(
     pipeline and i-Mix generator, empty running sums. Call it right after seeding."""
     train, world = config.train, accelerator.num_processes
     model = build_model(config, task, num_classes, world, accelerator.device)
-    total_steps = steps_per_epoch * train.epochs
-    warmup_steps = min(round(train.warmup_epochs * steps_per_epoch), total_steps)
     peak_lr = scaled_lr(config.optimizer, train.batch_size * world * train.grad_accum)
     exclude = task.decay_exclusions(model)
     optimizer = build_optimizer(model, config.optimizer, peak_lr, exclude_from_decay=exclude)
-    final_fraction = config.optimizer.final_lr_fraction
-    scheduler = build_scheduler(optimizer, warmup_steps, total_steps, final_fraction)
+    scheduler = build_scheduler(
+        optimizer,
+        config.optimizer,
+        steps_per_epoch=steps_per_epoch,
+        epochs=train.epochs,
+        warmup_epochs=train.warmup_epochs,
+    )
     model, optimizer = accelerator.prepare(model, optimizer)
     # Per-process random streams: each process draws its own views and i-Mix mixes.
     seed, rank = train.seed * 100_003, accelerator.process_index
     size, dataset = config.data.image_size or 1, AUGMENT_DATASET[config.data.dataset]
-    augment = make_views(config.data.augment, size, dataset, seed=seed + 10_000 + rank)
+    augment = make_views(
+        config.data.augment,
+        size,
+        dataset,
+        seed=seed + 10_000 + rank,
+        **config.data.augment_options,
+    )
     mix_generator = torch.Generator(device=accelerator.device).manual_seed(seed + 20_000 + rank)
     plain_model = accelerator.unwrap_model(model)
     state = TrainingState(
