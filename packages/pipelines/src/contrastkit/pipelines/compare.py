@@ -7,7 +7,6 @@ print their results.csv rows as one markdown table.
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import sys
 import tempfile
@@ -17,11 +16,12 @@ from pathlib import Path
 
 from contrastkit.pipelines.evaluation.results import (
     append_results,
+    read_csv_table,
     read_results,
     results_table_markdown,
 )
 from contrastkit.pipelines.plots import plot_compare
-from contrastkit.pipelines.run_files import HISTORY_FILE, METRICS_FILE, RESULTS_FILE
+from contrastkit.pipelines.run_files import COMPARE_FILE, HISTORY_FILE, METRICS_FILE, RESULTS_FILE
 
 # Shown by default in the printed table when present (the full rows hold more, e.g. checkpoint paths).
 TABLE_COLUMNS: tuple[str, ...] = (
@@ -70,13 +70,6 @@ class RunCurves:
         return found
 
 
-def _read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
-    with path.open(newline="", encoding="utf-8") as file:
-        reader = csv.DictReader(file)
-        rows = list(reader)
-        return list(reader.fieldnames or []), rows
-
-
 def _number(text: str | None) -> float:
     try:
         return float(text) if text not in (None, "") else math.nan
@@ -86,7 +79,7 @@ def _number(text: str | None) -> float:
 
 def is_results_csv(path: Path) -> bool:
     """A results.csv (one row per probe run) rather than a per-epoch or per-step metrics file."""
-    header, _ = _read_rows(path)
+    header, _ = read_csv_table(path)
     return "method" in header and "epoch" not in header
 
 
@@ -130,7 +123,7 @@ def read_run_curves(path: str | Path, label: str | None = None) -> RunCurves:
             f"{str(path)!r} has no {METRICS_FILE}; expected a probe output folder, a pretrain run "
             f"folder, a metrics.csv or a results.csv"
         )
-    header, rows = _read_rows(file)
+    header, rows = read_csv_table(file)
     if "epoch" not in header:
         raise ValueError(
             f"{file} has no 'epoch' column (its columns: {header}); expected a probe metrics.csv "
@@ -177,7 +170,7 @@ def merged_results_markdown(results_files: Sequence[Path], *, all_columns: bool 
                 append_results(merged, {"run": file.parent.name, **row})
         if not merged.is_file():
             raise ValueError(f"the results files {[str(f) for f in results_files]} hold no rows")
-        header, _ = _read_rows(merged)
+        header, _ = read_csv_table(merged)
         columns = header if all_columns else [c for c in TABLE_COLUMNS if c in header]
         return results_table_markdown(merged, columns=columns)
 
@@ -256,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
         "paths", nargs="+", metavar="RUN_OR_CSV", help="run folder, metrics.csv or results.csv"
     )
     parser.add_argument(
-        "--output", default="compare.png", help="PNG to write (default: compare.png)"
+        "--output", default=COMPARE_FILE, help=f"PNG to write (default: {COMPARE_FILE})"
     )
     parser.add_argument(
         "--metric",

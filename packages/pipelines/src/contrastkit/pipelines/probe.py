@@ -58,6 +58,7 @@ from contrastkit.pipelines.probe_cli import (
 )
 from contrastkit.pipelines.run_files import (
     CLASSIFIER_FILE,
+    FINETUNED_FILE,
     METRICS_FILE,
     MODEL_SUMMARY_FILE,
     NN_GRID_FILE,
@@ -65,13 +66,12 @@ from contrastkit.pipelines.run_files import (
     REPORT_FILE,
     RESULTS_FILE,
     TSNE_FILE,
+    probe_dir_name,
 )
 from contrastkit.pipelines.training.accelerator import make_accelerator
 
 _NN_QUERIES = 10
 _NN_NEIGHBOURS = 8
-# The fine-tuned backbone + head of --finetune, in the probe output folder.
-_FINETUNED_FILE = "finetuned.pt"
 
 
 @dataclass
@@ -275,7 +275,7 @@ def _save_model(mode: str, backbone: nn.Module, head: nn.Module, output_dir: Pat
     """finetuned.pt (backbone + head) after fine-tuning, else classifier.pt (the head)."""
     if mode == "finetune":
         state = {"backbone": backbone.cpu().state_dict(), "head": head.state_dict()}
-        save_torch_atomic(state, output_dir / _FINETUNED_FILE)
+        save_torch_atomic(state, output_dir / FINETUNED_FILE)
     else:
         save_torch_atomic({"head": head.state_dict()}, output_dir / CLASSIFIER_FILE)
 
@@ -329,7 +329,7 @@ def run_probe(
     checkpoint = load_checkpoint(args.checkpoint)
     source = data_source(args, checkpoint)
     output_dir = (
-        Path(args.output_dir) if args.output_dir else checkpoint.run_dir / f"probe-{source[0]}"
+        Path(args.output_dir) if args.output_dir else checkpoint.run_dir / probe_dir_name(source[0])
     )
     backbone = build_backbone(checkpoint).to(accelerator.device)
     data = prepare_data(args, checkpoint, source, backbone)

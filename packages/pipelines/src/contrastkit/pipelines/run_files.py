@@ -46,6 +46,13 @@ def rank_state_file(rank: int) -> str:
 PROBE_CURVES_FILE = "probe_curves.png"
 TSNE_FILE = "tsne.png"
 NN_GRID_FILE = "nn_grid.png"
+FINETUNED_FILE = "finetuned.pt"  # backbone + head after --finetune (classifier.pt otherwise)
+COMPARE_FILE = "compare.png"  # compare's default figure
+
+
+def probe_dir_name(dataset: str) -> str:
+    """`probe-<dataset>`: the probe's default output folder inside the pretrain run directory."""
+    return f"probe-{dataset}"
 
 
 def feature_cache_file(dataset: str, split: str, subset: int | None, seed: int) -> str:

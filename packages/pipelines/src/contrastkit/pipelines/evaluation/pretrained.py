@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-import yaml
 from torch import Tensor, nn
 
 from contrastkit.backbones import create_backbone
 from contrastkit.pipelines.checkpoint import read_meta, resolve_checkpoint
+from contrastkit.pipelines.config import read_config_file
 from contrastkit.pipelines.evaluation.features import extract_features
 from contrastkit.pipelines.run_files import (
     BACKBONE_FILE,
@@ -142,12 +142,7 @@ def load_checkpoint(path: str | Path) -> PretrainedCheckpoint:
     """Resolve `path` (run directory or checkpoint folder) and read its config.yaml and meta.json."""
     folder = find_checkpoint(path)
     config_file = folder / CONFIG_FILE
-    try:
-        config = yaml.safe_load(config_file.read_text())
-    except yaml.YAMLError as error:
-        raise ValueError(f"{config_file} is not valid YAML: {error}") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{config_file} must hold a mapping of config sections, got {config!r}")
+    config = read_config_file(config_file)  # ValueError when not YAML or not a mapping
     # resolve_checkpoint only returns folders holding meta.json, so it is there to read.
     checkpoint = PretrainedCheckpoint(folder, config, read_meta(folder))
     for section, key in (("model", "backbone"), ("data", "dataset")):

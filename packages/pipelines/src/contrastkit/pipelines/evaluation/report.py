@@ -18,6 +18,7 @@ from contrastkit.pipelines.atomic import write_text_atomic
 from contrastkit.pipelines.evaluation.finetune import BackboneWithHead
 from contrastkit.pipelines.evaluation.results import markdown_cell, results_table_markdown
 from contrastkit.pipelines.run_files import (
+    COMPARE_FILE,
     CURVES_FILE,
     NN_GRID_FILE,
     PROBE_CURVES_FILE,
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 FIGURE_CAPTIONS: dict[str, str] = {
     CURVES_FILE: "Pretraining: loss, learning rate and kNN accuracy",
     PROBE_CURVES_FILE: "Linear probe: loss and accuracy per epoch",
-    "compare.png": "Runs compared: validation accuracy and loss",
+    COMPARE_FILE: "Runs compared: validation accuracy and loss",
     TSNE_FILE: "t-SNE of test features, coloured by class",
     NN_GRID_FILE: "Nearest train neighbours of test queries (green: same class, red: different)",
 }

@@ -44,7 +44,8 @@ def _format_value(value: Any) -> str:
     return str(value)
 
 
-def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+def read_csv_table(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """(header, rows) of a UTF-8 CSV file with a header line; each row maps column -> text."""
     with path.open(newline="", encoding="utf-8") as file:
         reader = csv.DictReader(file)
         rows = list(reader)
@@ -86,7 +87,7 @@ def append_results(results_csv: str | Path, row: Mapping[str, Any]) -> Path:
             )
     values = {key: _format_value(value) for key, value in row.items()}
 
-    header, rows = _read_csv(path) if path.is_file() and path.stat().st_size else ([], [])
+    header, rows = read_csv_table(path) if path.is_file() and path.stat().st_size else ([], [])
     if not header:
         header = list(RESULTS_COLUMNS)
     new_columns = [key for key in values if key not in header]
@@ -106,7 +107,7 @@ def read_results(results_csv: str | Path) -> list[dict[str, str]]:
     path = Path(results_csv)
     if not path.is_file():
         raise FileNotFoundError(f"results file not found: {path}")
-    return _read_csv(path)[1]
+    return read_csv_table(path)[1]
 
 
 def markdown_cell(text: str) -> str:
@@ -142,7 +143,7 @@ def results_table_markdown(
     path = Path(results_csv)
     if not path.is_file():
         raise FileNotFoundError(f"results file not found: {path}")
-    header, rows = _read_csv(path)
+    header, rows = read_csv_table(path)
     if columns is None:
         columns = header
     unknown = [name for name in columns if name not in header]
@@ -181,7 +182,7 @@ def read_history_csv(path: str | Path) -> list[dict[str, float]]:
     source = Path(path)
     if not source.is_file():
         raise FileNotFoundError(f"history file not found: {source}")
-    _, rows = _read_csv(source)
+    _, rows = read_csv_table(source)
     history = []
     for line, row in enumerate(rows, start=2):
         record = {}

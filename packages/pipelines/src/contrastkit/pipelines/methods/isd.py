@@ -48,7 +48,8 @@ class ISD(SelfDistillationMethod):
     @classmethod
     def preset(cls, method: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         """ISD (UMBCvision/ISD train_isd_r18.py) or, with `isd_plus: true`, ISD-plus
-        (train_isd_plus.py and its README command): heads, EMA momentum, optimizer and schedule.
+        (train_isd_plus.py and its README command): heads, optimizer and schedule, and for
+        ISD-plus its EMA momentum (ISD's 0.999 is `default_momentum`).
 
         Sizes follow the originals for a 512-feature backbone (ResNet-18, MyResNet): ISD has no
         projection head (the teacher's backbone features are the queue's keys) and a
@@ -70,7 +71,6 @@ class ISD(SelfDistillationMethod):
                 "optimizer": {**sgd, "lr": 0.05, "schedule": "warmup_cosine"},
             }
         return {
-            "method": {"momentum": 0.999},
             "model": {"projection_layers": 0, "prediction_hidden_dim": 512},
             "optimizer": {
                 **sgd,

@@ -3,7 +3,6 @@ per-epoch history (loss and accuracy), and several runs' histories overlaid for 
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from contrastkit.pipelines.evaluation.results import read_history_csv
+from contrastkit.pipelines.evaluation.results import read_csv_table, read_history_csv
 from contrastkit.pipelines.plots import _figure
 from contrastkit.pipelines.run_files import HISTORY_FILE
 
@@ -25,10 +24,7 @@ History = Sequence[Mapping[str, float]]
 def _read_metrics(metrics_csv: Path) -> dict[str, np.ndarray]:
     if not metrics_csv.is_file():
         raise FileNotFoundError(f"metrics file not found: {metrics_csv}")
-    with metrics_csv.open(newline="", encoding="utf-8") as file:
-        reader = csv.DictReader(file)
-        rows = list(reader)
-        header = list(reader.fieldnames or [])
+    header, rows = read_csv_table(metrics_csv)
     required = ("step", "epoch", "loss", "lr")
     missing = [name for name in required if name not in header]
     if missing:
