@@ -186,3 +186,33 @@ def test_report_without_figures_or_results(tmp_path):
         write_report(tmp_path, title="x", results_csv=tmp_path / "nope.csv")
     with pytest.raises(ValueError, match="title must be a non-empty string"):
         write_report(tmp_path, title=" ")
+
+
+def _probe_summary(model_section: dict) -> str:
+    from contrastkit.backbones import LinearClassifier, create_backbone
+    from contrastkit.pipelines.data import InMemoryDataset
+    from contrastkit.pipelines.evaluation.pretrained import PretrainedCheckpoint
+    from contrastkit.pipelines.evaluation.report import probe_summary_markdown
+
+    backbone = create_backbone("mlp", in_features=4, width=8, num_layers=1)
+    config = {"method": {"name": "moco"}, "model": {"backbone": "mlp", **model_section}}
+    checkpoint = PretrainedCheckpoint(Path("ck"), config, {"step": 1, "epoch": 1})
+    data = InMemoryDataset(torch.zeros(3, 4), torch.zeros(3, dtype=torch.int64), ["a"], "tabular")
+    head = LinearClassifier(backbone.num_features, 1)
+    return probe_summary_markdown(checkpoint, backbone, head, data)
+
+
+def test_probe_summary_draws_the_projection_head_the_pretraining_built() -> None:
+    # i-Mix's mlpbn head: Linear(8, 16, no bias) -> BN(16) -> ReLU -> Linear(16, 4, no bias) -> BN(4).
+    section = {
+        "projection_hidden_dim": 16,
+        "projection_dim": 4,
+        "projection_output_batch_norm": True,
+    }
+    summary = _probe_summary(section)
+    expected = 8 * 16 + 2 * 16 + 16 * 4 + 2 * 4
+    assert "projection head used in moco pretraining" in summary
+    assert f"| **Total** | | **{expected:,}**" in summary
+    # ISD's preset has no projection head: no table for one.
+    none = _probe_summary({"projection_dim": 4, "projection_layers": 0})
+    assert "projection head" not in none

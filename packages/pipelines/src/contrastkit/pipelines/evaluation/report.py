@@ -13,10 +13,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from contrastkit.backbones import ProjectionHead, model_summary
+from contrastkit.backbones import model_summary
 from contrastkit.pipelines.atomic import write_text_atomic
+from contrastkit.pipelines.config import ModelConfig
 from contrastkit.pipelines.evaluation.finetune import BackboneWithHead
 from contrastkit.pipelines.evaluation.results import markdown_cell, results_table_markdown
+from contrastkit.pipelines.methods.base import projection_head
 from contrastkit.pipelines.run_files import (
     COMPARE_FILE,
     CURVES_FILE,
@@ -197,17 +199,12 @@ def probe_summary_markdown(
     parts = [model_summary_markdown(summary)]
     model = checkpoint.config.get("model") or {}
     if "projection_dim" in model and hasattr(backbone, "num_features"):
+        # The head as the pretraining built it, from the same rule (a run without a head: none).
         try:
-            projection = ProjectionHead(
-                int(backbone.num_features),
-                int(model.get("projection_hidden_dim", 2048)),
-                int(model["projection_dim"]),
-                num_layers=int(model.get("projection_layers", 2)),
-                batch_norm=bool(model.get("projection_batch_norm", True)),
-            )
+            projection = projection_head(ModelConfig(**model), int(backbone.num_features))
         except (ValueError, TypeError):
             projection = None
-        if projection is not None:
+        if projection is not None and not isinstance(projection, nn.Identity):
             head_summary = model_summary(projection, (1, int(backbone.num_features)))
             head_summary.model_name = f"projection head used in {checkpoint.method} pretraining"
             parts.append(model_summary_markdown(head_summary))

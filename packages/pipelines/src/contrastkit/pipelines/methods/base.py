@@ -94,6 +94,26 @@ def shuffled_key_forward(encoder: nn.Module, x: Tensor, seed: int) -> Tensor:
     return unshuffled[rank * n : (rank + 1) * n]
 
 
+def projection_head(model: ModelConfig, in_dim: int) -> nn.Module:
+    """The projection head a `model:` section describes, on (N, in_dim) features; nn.Identity
+    for `projection_layers = 0` (no head: ISD uses the backbone's features as embeddings)."""
+    if model.projection_layers == 0:
+        if model.projection_output_batch_norm:
+            raise ValueError(
+                "model.projection_output_batch_norm=true puts a BatchNorm on the projection "
+                "head's output and needs a head, got model.projection_layers=0 (no head)"
+            )
+        return nn.Identity()
+    return ProjectionHead(
+        in_dim,
+        model.projection_hidden_dim,
+        model.projection_dim,
+        num_layers=model.projection_layers,
+        batch_norm=model.projection_batch_norm,
+        output_batch_norm=model.projection_output_batch_norm,
+    )
+
+
 class PretrainMethod(nn.Module):
     """Base class. A method owns its student encoder (and teacher, heads, queue) and computes the loss.
 
@@ -183,24 +203,8 @@ class PretrainMethod(nn.Module):
         return found
 
     def projection_head(self, in_dim: int) -> nn.Module:
-        """The model section's projection head on `in_dim` features; nn.Identity for
-        `projection_layers = 0` (no head: ISD uses the backbone's features as embeddings)."""
-        model = self.model_config
-        if model.projection_layers == 0:
-            if model.projection_output_batch_norm:
-                raise ValueError(
-                    "model.projection_output_batch_norm=true puts a BatchNorm on the projection "
-                    "head's output and needs a head, got model.projection_layers=0 (no head)"
-                )
-            return nn.Identity()
-        return ProjectionHead(
-            in_dim,
-            model.projection_hidden_dim,
-            model.projection_dim,
-            num_layers=model.projection_layers,
-            batch_norm=model.projection_batch_norm,
-            output_batch_norm=model.projection_output_batch_norm,
-        )
+        """The model section's projection head on `in_dim` features (`projection_head`)."""
+        return projection_head(self.model_config, in_dim)
 
     def encode(self, network: nn.Module, inputs: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
         """(features, projections) of `network` (the encoder or its teacher) on the inputs, each
