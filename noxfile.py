@@ -7,6 +7,10 @@ the dependencies it must NOT pull in are absent, then runs the package's own tes
 
 from __future__ import annotations
 
+import os
+import shutil
+from collections.abc import Callable
+
 import nox
 
 nox.options.sessions = ["lint", "objectives", "augment", "backbones", "pipelines", "integration"]
@@ -24,6 +28,23 @@ PACKAGES: dict[str, tuple[list[str], list[str], list[str]]] = {
     "pipelines": (TORCH_WITH_VISION, ["objectives", "augment", "backbones"], []),
 }
 
+
+def _then_free_disk(session: nox.Session, body: Callable[[], None]) -> None:
+    """Run `body`, then delete this session's virtualenv (pass or fail).
+
+    A torch 2.14.1 environment takes 5.6 GB; three of them side by side filled CI's disk.
+    nox rebuilds environments on every run anyway, so nothing is lost. Set
+    CONTRASTKIT_KEEP_NOX_ENVS=1 to keep them (for `nox -r` while developing).
+    """
+    try:
+        body()
+    finally:
+        location = getattr(session.virtualenv, "location", None)
+        if location and not os.environ.get("CONTRASTKIT_KEEP_NOX_ENVS"):
+            shutil.rmtree(location, ignore_errors=True)
+            session.log(f"removed {location} to free disk")
+
+
 _ABSENT_CHECK = """
 import importlib.util, sys
 present = [m for m in sys.argv[1:] if importlib.util.find_spec(m) is not None]
@@ -35,13 +56,16 @@ print("isolation ok: not importable:", ", ".join(sys.argv[1:]) or "(nothing to c
 
 def _package_session(name: str, torch_pins: list[str], siblings: list[str], absent: list[str]):
     def session_fn(session: nox.Session) -> None:
-        session.install(*torch_pins)
-        session.install(*[f"./packages/{s}" for s in siblings], f"./packages/{name}[test]")
-        session.run("python", "-c", _ABSENT_CHECK, *absent)
-        session.run(
-            "python", "-c", f"import contrastkit.{name} as m; print(m.__name__, m.__version__)"
-        )
-        session.run("pytest", f"packages/{name}/tests", *session.posargs)
+        def body() -> None:
+            session.install(*torch_pins)
+            session.install(*[f"./packages/{s}" for s in siblings], f"./packages/{name}[test]")
+            session.run("python", "-c", _ABSENT_CHECK, *absent)
+            session.run(
+                "python", "-c", f"import contrastkit.{name} as m; print(m.__name__, m.__version__)"
+            )
+            session.run("pytest", f"packages/{name}/tests", *session.posargs)
+
+        _then_free_disk(session, body)
 
     session_fn.__doc__ = f"Install contrastkit-{name} alone and run its tests."
     return nox.session(name=name)(session_fn)
@@ -54,9 +78,13 @@ for _name, (_pins, _siblings, _absent) in PACKAGES.items():
 @nox.session
 def integration(session: nox.Session) -> None:
     """Install every package together and run the cross-package tests in tests/."""
-    session.install(*TORCH_WITH_VISION)
-    session.install(*[f"./packages/{p}[test]" for p in PACKAGES])
-    session.run("pytest", "tests", *session.posargs)
+
+    def body() -> None:
+        session.install(*TORCH_WITH_VISION)
+        session.install(*[f"./packages/{p}[test]" for p in PACKAGES])
+        session.run("pytest", "tests", *session.posargs)
+
+    _then_free_disk(session, body)
 
 
 @nox.session
