@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -92,3 +95,20 @@ def test_non_string_or_empty_name(name) -> None:
 def test_bad_kwargs_raise_value_error(name: str, kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         create_backbone(name, **kwargs)
+
+
+def test_timm_is_imported_only_for_timm_backbones() -> None:
+    # Importing timm takes seconds (it loads torchvision and torch._dynamo): a run on another
+    # backbone, and the pipelines' start-up, never pay for it.
+    code = (
+        "import sys\n"
+        "from contrastkit.backbones import create_backbone, check_backbone_name\n"
+        "create_backbone('myresnet'); check_backbone_name('mlp')\n"
+        "before = 'timm' in sys.modules\n"
+        "create_backbone('timm:resnet18')\n"
+        "print(before, 'timm' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
+    ).stdout.split()
+    assert out == ["False", "True"]

@@ -184,3 +184,16 @@ def run_pretrain_cli(
         text=True,
         timeout=timeout,
     )
+
+
+def truncate_file(path: Path, size: int) -> None:
+    """Cut `path` to its first `size` bytes (a copy or a save interrupted)."""
+    with path.open("r+b") as file:
+        file.truncate(size)
+
+
+def flip_byte(path: Path, offset: int) -> None:
+    """Flip the lowest bit of byte `offset` of `path` (silent corruption: the size is unchanged)."""
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))

@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.image import imread
 
 from contrastkit.pipelines import compare
+from contrastkit.pipelines.evaluation.report import report_written_by
 from contrastkit.pipelines.evaluation.results import append_results, write_history_csv
 from contrastkit.pipelines.plots import _figure
 
@@ -38,20 +39,6 @@ def pretrain_run(folder: Path) -> Path:
                 row.update(knn_top1=20.0 * step / 4, knn_top5=50.0)
             writer.writerow(row)
     return folder
-
-
-@pytest.fixture
-def figures(monkeypatch: pytest.MonkeyPatch) -> list[Figure]:
-    """Every figure the plots package saves, kept for inspection (the PNG is still written)."""
-    saved: list[Figure] = []
-    real_save = _figure.save_png
-
-    def keep(figure: Figure, out_png: str | Path) -> Path:
-        saved.append(figure)
-        return real_save(figure, out_png)
-
-    monkeypatch.setattr(_figure, "save_png", keep)
-    return saved
 
 
 def test_one_line_per_run_with_each_runs_values(tmp_path: Path, figures: list[Figure]) -> None:
@@ -167,3 +154,96 @@ def test_bad_inputs_give_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixt
     message = error(run, "--metric", "knn_top1", "--output", tmp_path / "x.png")
     assert "knn_top1" in message and "val_top1" in message
     assert not (tmp_path / "x.png").exists()
+
+
+# ------------------------------------------------------------------ report.md, chance, zoom
+
+
+def _data_lines(ax) -> list:
+    return [line for line in ax.get_lines() if line.get_gid() != _figure.CHANCE_GID]
+
+
+def _chance(ax) -> list[float]:
+    return [line.get_ydata()[0] for line in ax.get_lines() if line.get_gid() == _figure.CHANCE_GID]
+
+
+def test_compare_writes_its_report_beside_the_figure(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runs = {
+        "model1": ([30.0, 45.0, 40.0], [1.9, 1.5, 1.4]),
+        "model3": ([35.0, 50.0, 60.0], [1.8, 1.3, 1.1]),
+    }
+    paths = [str(probe_run(tmp_path / name, *values)) for name, values in runs.items()]
+    append_results(tmp_path / "model3" / "results.csv", {"method": "isd", "linear_top1": 60.0})
+    out = tmp_path / "cmp" / "compare.png"
+    assert compare.main([*paths, "--output", str(out)]) == 0
+    assert f"wrote {out.parent / 'report.md'}" in capsys.readouterr().err
+    report = (out.parent / "report.md").read_text()
+    assert report.startswith("# Runs compared\n")
+    assert "](compare.png)" in report  # linked relative to the report
+    # Final numbers: last val_top1, best val_top1 with its epoch, last val_loss; by hand.
+    assert (
+        "| run | source | epochs | val_top1 (last) | val_top1 (best, epoch) | val_loss (last) |"
+        in report
+    )
+    assert "| model1 | " in report and "| 3 | 40.00 | 45.00 (2) | 1.4 |" in report
+    assert "| 3 | 60.00 | 60.00 (3) | 1.1 |" in report
+    assert "## Results" in report and "| model3 | isd |" in report  # the results.csv row
+    assert report_written_by(out.parent / "report.md") == "contrastkit-compare"
+
+    # compare's own report is replaced by the next comparison; --report puts it elsewhere.
+    assert compare.main([paths[0], "--output", str(out)]) == 0
+    assert "| model3 |" not in (out.parent / "report.md").read_text()
+    elsewhere = tmp_path / "notes" / "cmp.md"
+    assert compare.main([*paths, "--output", str(out), "--report", str(elsewhere)]) == 0
+    assert "](../cmp/compare.png)" in elsewhere.read_text()
+
+
+def test_compare_never_overwrites_another_commands_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = probe_run(tmp_path / "run", [30.0, 40.0], [1.0, 0.9])
+    theirs = run / "report.md"
+    theirs.write_text("# Probe: simclr\n\nthe probe's own report\n")
+    out = run / "compare.png"
+    assert compare.main([str(run), "--output", str(out)]) == 2
+    message = capsys.readouterr().err.strip()
+    assert len(message.splitlines()) == 1
+    assert f"{str(theirs)!r} is another command's report" in message and "--report" in message
+    assert theirs.read_text() == "# Probe: simclr\n\nthe probe's own report\n"
+    assert not out.exists()  # nothing drawn either
+
+    a_file = tmp_path / "plain.txt"
+    a_file.write_text("x")
+    assert compare.main([str(run), "--output", str(a_file / "compare.png")]) == 2
+    message = capsys.readouterr().err.strip()
+    assert len(message.splitlines()) == 1 and str(a_file) in message and "is a file" in message
+
+
+def test_accuracy_panels_get_chance_and_0_100_unless_zoomed(
+    tmp_path: Path, figures: list[Figure]
+) -> None:
+    """Two pretrain runs on CIFAR-10 (config.yaml says so): chance 10 % on the kNN panel."""
+    paths = []
+    for name in ("a", "b"):
+        folder = pretrain_run(tmp_path / name)
+        (folder / "config.yaml").write_text("data:\n  dataset: cifar10\n")
+        paths.append(str(folder))
+    out = tmp_path / "compare.png"
+    assert compare.main([*paths, "--output", str(out)]) == 0
+    top1, loss = figures[-1].axes
+    assert _chance(top1) == [10.0] and top1.get_ylim() == (0.0, 100.0)
+    assert _chance(loss) == []
+    assert [list(line.get_ydata()) for line in _data_lines(top1)] == [[20.0, 40.0]] * 2
+
+    assert compare.main([*paths, "--output", str(out), "--zoom"]) == 0
+    low, high = figures[-1].axes[0].get_ylim()
+    assert 15.0 < low < 20.0 and 40.0 < high < 45.0  # zoomed on 20-40 %
+
+    assert compare.main([*paths, "--output", str(out), "--num-classes", "4"]) == 0
+    assert _chance(figures[-1].axes[0]) == [25.0]
+    # Runs on different datasets: no single chance level, so no line.
+    (tmp_path / "b" / "config.yaml").write_text("data:\n  dataset: cifar100\n")
+    assert compare.main([*paths, "--output", str(out)]) == 0
+    assert _chance(figures[-1].axes[0]) == []

@@ -16,13 +16,14 @@ from contrastkit.pipelines.config import (
     JointTrainingConfig,
     PretrainConfig,
     apply_overrides,
+    check_raw_config,
     config_from_dict,
     config_to_dict,
     load_config,
     parse_override,
     save_config,
 )
-from contrastkit.pipelines.methods import METHODS
+from contrastkit.pipelines.methods import METHODS, method_names
 
 SHIPPED = sorted(CONFIG_DIR.glob("*.yaml"))
 
@@ -30,6 +31,11 @@ SHIPPED = sorted(CONFIG_DIR.glob("*.yaml"))
 def test_registry_finds_every_method_module() -> None:
     # The registry is built from the method modules; the config validates against it.
     assert list(METHODS) == ["byol", "isd", "moco", "npair", "simclr"]
+    # Each method lives in the module named as it, so the names are known without importing
+    # (method_names reads the module names; the command line checks method.name with it).
+    assert method_names() == list(METHODS)
+    for name, cls in METHODS.items():
+        assert cls.__module__ == f"contrastkit.pipelines.methods.{name}", cls
 
 
 def test_defaults_resolve_per_method() -> None:
@@ -67,44 +73,44 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
     assert config_to_dict(again)["optimizer"]["betas"] == [0.8, 0.9]
 
 
-@pytest.mark.parametrize(
-    ("data", "message"),
-    [
-        ({"method": {"name": "simclr2"}}, r"method\.name must be one of .*'simclr2'.*did you mean 'simclr'"),
-        ({"method": {"name": "simclr", "imix": "mixup"}}, r"method\.imix='mixup' is defined only for methods \['byol', 'moco', 'npair'\]"),
-        ({"method": {"name": "isd", "imix": "cutmix"}}, r"method\.imix='cutmix' is defined only for methods"),
-        ({"method": {"name": "npair", "imix": "mix"}}, r"method\.imix must be one of \['none', 'mixup', 'cutmix'\], got 'mix'"),
-        ({"method": {"temperature": 0}}, r"method\.temperature must be > 0.0, got 0"),
-        ({"method": {"queue_size": 0}}, r"method\.queue_size must be >= 1, got 0"),
-        ({"method": {"queue_size": 1.5}}, r"method\.queue_size must be a int, got 1.5"),
-        ({"method": {"momentum": 1.5}}, r"method\.momentum must be in \[0, 1\], got 1.5"),
-        ({"method": {"name": "moco", "isd_plus": True}}, r"isd_plus=true is a preset of the isd method"),
-        ({"method": {"name": "isd", "isd_plus": True, "student_temperature": 0.2}}, r"isd_plus=true sets method\.student_temperature=0.1, got method\.student_temperature=0.2"),
-        ({"method": {"imix_alpha": -1}}, r"method\.imix_alpha must be > 0.0"),
-        ({"model": {"projection_dim": 0}}, r"model\.projection_dim must be >= 1, got 0"),
-        ({"model": {"channels_last": "yes"}}, r"model\.channels_last must be true or false, got 'yes'"),
-        ({"model": {"backbone_kwargs": [1]}}, r"model\.backbone_kwargs must be a mapping"),
-        ({"model": {"backbone": "mlp"}}, r"model\.backbone='mlp' takes \(N, F\) rows and needs data\.dataset=tabular"),
-        ({"data": {"dataset": "tabular"}}, r"data\.dataset=tabular gives \(N, F\) rows; model\.backbone must be 'mlp'"),
-        ({"data": {"dataset": "imagenet"}}, r"data\.dataset must be one of \['cifar10', 'cifar100', 'image_folder', 'tabular'\]"),
-        ({"data": {"dataset": "image_folder"}}, r"data\.image_size is required for data\.dataset=image_folder"),
-        ({"data": {"train_subset": 0}}, r"data\.train_subset must be >= 1, got 0"),
-        ({"data": {"tabular_options": {"val_start": 3}}}, r"data\.tabular_options is only for data\.dataset=tabular"),
-        ({"data": {"loader": "dataloader"}}, r"data\.loader=dataloader is only for data\.dataset=image_folder"),
-        ({"method": {"name": "npair", "imix": "cutmix"}, "model": {"backbone": "mlp"}, "data": {"dataset": "tabular"}}, r"method\.imix=cutmix pastes image boxes and needs images"),
-        ({"optimizer": {"name": "adam"}}, r"optimizer\.name must be one of \['sgd', 'lars', 'adamw'\], got 'adam' \(did you mean 'adamw'\?\)"),
-        ({"optimizer": {"lr": "fast"}}, r"optimizer\.lr must be a float, got 'fast'"),
-        ({"optimizer": {"lr": -0.1}}, r"optimizer\.lr must be > 0.0, got -0.1"),
-        ({"optimizer": {"momentum": 1.0}}, r"optimizer\.momentum must be in \[0, 1\), got 1.0"),
-        ({"optimizer": {"betas": [0.9]}}, r"optimizer\.betas must be a list of 2 numbers, got \[0.9\]"),
-        ({"optimizer": {"nesterov": True, "momentum": 0}}, r"optimizer\.nesterov=true needs optimizer\.momentum > 0"),
-        ({"train": {"batch_size": 0}}, r"train\.batch_size must be >= 1, got 0"),
-        ({"train": {"epochs": True}}, r"train\.epochs must be a int, got True"),
-        ({"train": {"warmup_epochs": 20, "epochs": 10}}, r"train\.warmup_epochs must be <= train\.epochs \(10\), got 20.0"),
-        ({"train": {"clip_grad": 0}}, r"train\.clip_grad must be > 0.0, got 0"),
-        ({"train": {"output_dir": None}}, r"train\.output_dir must be a str \(not empty\), got None"),
-    ],
-)  # fmt: skip
+BAD_VALUES = [
+    ({"method": {"name": "simclr2"}}, r"method\.name must be one of .*'simclr2'.*did you mean 'simclr'"),
+    ({"method": {"name": "simclr", "imix": "mixup"}}, r"method\.imix='mixup' is defined only for methods \['byol', 'moco', 'npair'\]"),
+    ({"method": {"name": "isd", "imix": "cutmix"}}, r"method\.imix='cutmix' is defined only for methods"),
+    ({"method": {"name": "npair", "imix": "mix"}}, r"method\.imix must be one of \['none', 'mixup', 'cutmix'\], got 'mix'"),
+    ({"method": {"temperature": 0}}, r"method\.temperature must be > 0.0, got 0"),
+    ({"method": {"queue_size": 0}}, r"method\.queue_size must be >= 1, got 0"),
+    ({"method": {"queue_size": 1.5}}, r"method\.queue_size must be a int, got 1.5"),
+    ({"method": {"momentum": 1.5}}, r"method\.momentum must be in \[0, 1\], got 1.5"),
+    ({"method": {"name": "moco", "isd_plus": True}}, r"isd_plus=true is a preset of the isd method"),
+    ({"method": {"name": "isd", "isd_plus": True, "student_temperature": 0.2}}, r"isd_plus=true sets method\.student_temperature=0.1, got method\.student_temperature=0.2"),
+    ({"method": {"imix_alpha": -1}}, r"method\.imix_alpha must be > 0.0"),
+    ({"model": {"projection_dim": 0}}, r"model\.projection_dim must be >= 1, got 0"),
+    ({"model": {"channels_last": "yes"}}, r"model\.channels_last must be true or false, got 'yes'"),
+    ({"model": {"backbone_kwargs": [1]}}, r"model\.backbone_kwargs must be a mapping"),
+    ({"model": {"backbone": "mlp"}}, r"model\.backbone='mlp' takes \(N, F\) rows and needs data\.dataset=tabular"),
+    ({"data": {"dataset": "tabular"}}, r"data\.dataset=tabular gives \(N, F\) rows; model\.backbone must be 'mlp'"),
+    ({"data": {"dataset": "imagenet"}}, r"data\.dataset must be one of \['cifar10', 'cifar100', 'image_folder', 'tabular'\]"),
+    ({"data": {"dataset": "image_folder"}}, r"data\.image_size is required for data\.dataset=image_folder"),
+    ({"data": {"train_subset": 0}}, r"data\.train_subset must be >= 1, got 0"),
+    ({"data": {"tabular_options": {"val_start": 3}}}, r"data\.tabular_options is only for data\.dataset=tabular"),
+    ({"data": {"loader": "dataloader"}}, r"data\.loader=dataloader is only for data\.dataset=image_folder"),
+    ({"method": {"name": "npair", "imix": "cutmix"}, "model": {"backbone": "mlp"}, "data": {"dataset": "tabular"}}, r"method\.imix=cutmix pastes image boxes and needs images"),
+    ({"optimizer": {"name": "adam"}}, r"optimizer\.name must be one of \['sgd', 'lars', 'adamw'\], got 'adam' \(did you mean 'adamw'\?\)"),
+    ({"optimizer": {"lr": "fast"}}, r"optimizer\.lr must be a float, got 'fast'"),
+    ({"optimizer": {"lr": -0.1}}, r"optimizer\.lr must be > 0.0, got -0.1"),
+    ({"optimizer": {"momentum": 1.0}}, r"optimizer\.momentum must be in \[0, 1\), got 1.0"),
+    ({"optimizer": {"betas": [0.9]}}, r"optimizer\.betas must be a list of 2 numbers, got \[0.9\]"),
+    ({"optimizer": {"nesterov": True, "momentum": 0}}, r"optimizer\.nesterov=true needs optimizer\.momentum > 0"),
+    ({"train": {"batch_size": 0}}, r"train\.batch_size must be >= 1, got 0"),
+    ({"train": {"epochs": True}}, r"train\.epochs must be a int, got True"),
+    ({"train": {"warmup_epochs": 20, "epochs": 10}}, r"train\.warmup_epochs must be <= train\.epochs \(10\), got 20.0"),
+    ({"train": {"clip_grad": 0}}, r"train\.clip_grad must be > 0.0, got 0"),
+    ({"train": {"output_dir": None}}, r"train\.output_dir must be a str \(not empty\), got None"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("data", "message"), BAD_VALUES)
 def test_bad_values_name_field_value_and_allowed(data: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         config_from_dict(data)
@@ -297,3 +303,85 @@ def test_recipe_fields_accept_good_values() -> None:
     assert config.method.symmetric and config.method.separate_forwards
     assert config.optimizer.clip_lr and not config.optimizer.exclude_bias_and_norm
     assert config.data.augment_options == {"blur_p": 0.5}
+
+
+# ------------------------------------------------------------------ the early (torch-free) check
+
+
+@pytest.mark.parametrize(("data", "message"), BAD_VALUES)
+def test_the_early_check_never_disagrees_with_the_whole_check(data: dict, message: str) -> None:
+    # The early check may leave an error to the whole check (one that needs a method class or
+    # several sections), but when it reports one, it is the one the whole check reports.
+    try:
+        check_raw_config(data)
+    except ValueError as early:
+        with pytest.raises(ValueError) as whole:
+            config_from_dict(data)
+        assert str(early) == str(whole.value)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"train": {"batchsize": 8}},
+        {"method": {"name": "simclr2"}},
+        {"method": {"queue_size": 0}},
+        {"model": {"channels_last": "yes"}},
+        {"optimizer": {"lr": -0.1}},
+        {"optimizer": {"betas": [0.9, 1.0]}},
+        {"data": {"dataset": "image_folder"}},  # no image_size: data is checked whole
+        {"train": {"epochs": 5, "warmup_epochs": 10}},
+    ],
+)
+def test_the_early_check_catches_keys_values_names_and_whole_preset_free_sections(
+    data: dict,
+) -> None:
+    with pytest.raises(ValueError) as early:
+        check_raw_config(data)
+    with pytest.raises(ValueError) as whole:
+        config_from_dict(data)
+    assert str(early.value) == str(whole.value)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        # ISD's preset sets the step schedule that makes these decay epochs valid.
+        {"method": {"name": "isd"}, "optimizer": {"lr_decay_epochs": [50]}},
+        # null is "left out": ISD's preset fills lr.
+        {"method": {"name": "isd"}, "optimizer": {"lr": None}},
+        {"method": {"name": "isd", "isd_plus": True}, "model": {"projection_dim": None}},
+    ],
+)
+def test_the_early_check_never_rejects_what_a_preset_makes_valid(data: dict) -> None:
+    check_raw_config(data)
+    config_from_dict(data)
+
+
+def test_a_preset_may_fill_only_the_method_model_and_optimizer_sections(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The early check builds data, train and joint whole before any preset is known: a method
+    # whose preset filled them would make it reject configs the preset makes valid.
+    isd = METHODS["isd"]
+
+    class Greedy(isd):
+        @classmethod
+        def preset(cls, method: dict) -> dict:
+            return {"train": {"epochs": 100}}
+
+    monkeypatch.setitem(METHODS, "isd", Greedy)
+    with pytest.raises(
+        TypeError,
+        match=r"method 'isd' presets section 'train'; a preset may fill only \['method', 'model', 'optimizer'\]",
+    ):
+        config_from_dict({"method": {"name": "isd"}})
+
+
+def test_shortening_a_run_below_its_warm_up_says_the_one_line_fix() -> None:
+    with pytest.raises(ValueError) as error:
+        load_config(CONFIG_DIR / "simclr_cifar10.yaml", ["train.epochs=2"])
+    fix = re.search(r"e\.g\. (train\.epochs=\S+ train\.warmup_epochs=\S+)$", str(error.value))
+    assert fix, str(error.value)
+    shortened = load_config(CONFIG_DIR / "simclr_cifar10.yaml", fix.group(1).split())
+    assert shortened.train.epochs == 2 and 0 < shortened.train.warmup_epochs <= 2

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from shared_data import require_shared_data
 from torch.utils.data import Dataset
 
 from contrastkit.pipelines.data import (
@@ -18,6 +19,7 @@ from contrastkit.pipelines.data import (
     ImageFolderDataset,
     InMemoryDataset,
     LoaderBatches,
+    UnreadableImagesError,
     balanced_subset,
     epoch_permutation,
     load_dataset,
@@ -46,8 +48,7 @@ COVTYPE_OPTIONS = {"label_column": "Cover_Type", "drop_columns": ["Id"], "val_st
 
 
 def _need(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"shared data not found at {path}")
+    require_shared_data(path)
     return path
 
 
@@ -355,9 +356,163 @@ def test_image_folder_bad_contents(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="holds no image files"):
         ImageFolderDataset(tmp_path, 4)
     (tmp_path / "b/broken.png").write_bytes(b"\x89PNG but truncated")
-    dataset = ImageFolderDataset(tmp_path, 4)
-    with pytest.raises(ValueError, match=r"cannot decode image .*broken\.png"):
-        dataset[1]
+    # Found when the folder is opened, not when a batch first reads the file.
+    with pytest.raises(UnreadableImagesError, match=r"(?s)1 of 2 image files.*b/broken\.png"):
+        ImageFolderDataset(tmp_path, 4)
+
+
+def _encoded(kind: str, seed: int, size: int = 24) -> bytes:
+    """A random RGB image encoded as "png" or "jpg" by torchvision (independent of PIL)."""
+    from torchvision.io import encode_jpeg, encode_png
+
+    rng = np.random.default_rng(seed)
+    image = torch.from_numpy(rng.integers(0, 256, (3, size, size + seed % 5), dtype=np.uint8))
+    return bytes((encode_png if kind == "png" else encode_jpeg)(image).numpy().tobytes())
+
+
+def _damaged_png(seed: int) -> bytes:
+    """A PNG with a good header and end but flipped bytes in its pixel data (IDAT): the damage
+    torchvision's PNG decoder crashes the process on, so only the checksum may find it."""
+    data = bytearray(_encoded("png", seed))
+    start = data.index(b"IDAT") + 8
+    for i in range(start, start + 6):
+        data[i] ^= 0xFF
+    return bytes(data)
+
+
+def _bad_huffman_jpeg(seed: int) -> bytes:
+    """A JPEG whose header PIL opens and whose end marker is in place, but whose Huffman table
+    (the DHT segment, which PIL skips) is garbage: only decoding it fails."""
+    data = bytearray(_encoded("jpg", seed))
+    start = data.index(b"\xff\xc4") + 5  # marker, length (2), table class/id
+    data[start : start + 16] = b"\xff" * 16
+    return bytes(data)
+
+
+@pytest.fixture
+def folder_with_bad_files(tmp_path: Path) -> tuple[Path, list[str], list[str]]:
+    """root/{a,b,c}: good PNGs and JPEGs in a and c, and 24 unreadable files of five kinds in a
+    and b (b holds nothing else). Returns (root, good files, bad files) as paths under root."""
+    good, bad = [], []
+    for i in range(6):
+        for folder in ("a", "c"):
+            name = f"{folder}/good{i}.{'png' if i % 2 else 'jpg'}"
+            (tmp_path / name).parent.mkdir(exist_ok=True)
+            (tmp_path / name).write_bytes(_encoded("png" if i % 2 else "jpg", seed=i))
+            good.append(name)
+    makers = [
+        ("empty{}.png", lambda i: b""),
+        ("text{}.jpg", lambda i: b"not an image at all"),
+        ("cut{}.png", lambda i: _encoded("png", i)[: len(_encoded("png", i)) // 2]),
+        ("cut{}.jpg", lambda i: _encoded("jpg", i)[:-10]),  # cut in the pixel data
+        ("flipped{}.png", _damaged_png),
+    ]
+    for i in range(24):
+        pattern, make = makers[i % len(makers)]
+        name = f"{'ab'[i % 2]}/{pattern.format(i)}"
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(make(i))
+        bad.append(name)
+    return tmp_path, sorted(good), sorted(bad)
+
+
+def test_unreadable_images_are_all_found_at_start(
+    folder_with_bad_files: tuple[Path, list[str], list[str]],
+) -> None:
+    root, _, bad = folder_with_bad_files
+    with pytest.raises(UnreadableImagesError) as error:
+        ImageFolderDataset(root, 8)
+    lines = str(error.value).splitlines()
+    assert lines[0] == f"24 of 36 image files under {root} cannot be read:"
+    listed = [line.strip().split(":")[0] for line in lines[1:-2]]
+    # The first 20 in the folder's order (class, then file name), the rest counted.
+    in_order = sorted(bad, key=lambda name: (name.split("/")[0], name))
+    assert listed == in_order[:20] and lines[-2] == "  ... and 4 more"
+    assert "data.skip_bad_images=true" in lines[-1]
+    reasons = dict(line.strip().split(": ", 1) for line in lines[1:-2])
+    assert reasons["a/empty0.png"] == "empty file (0 bytes)"
+    assert reasons["a/text6.jpg"] == "not an image file PIL can identify"
+    assert reasons["a/cut8.jpg"] == "Image is incomplete or truncated"  # torchvision's words
+    assert "checksum" in reasons["a/flipped4.png"]
+    # Same check, same list through load_dataset (the in-memory path).
+    with pytest.raises(UnreadableImagesError, match="24 of 36 image files"):
+        load_dataset("image_folder", root, "train", image_size=8)
+
+
+def test_skip_bad_images_trains_on_the_rest_with_one_line(
+    folder_with_bad_files: tuple[Path, list[str], list[str]], capsys: pytest.CaptureFixture
+) -> None:
+    root, good, bad = folder_with_bad_files
+    folder = ImageFolderDataset(root, 8, skip_bad_images=True)
+    assert sorted(str(path.relative_to(root)) for path, _ in folder.samples) == good
+    assert sorted(str(path.relative_to(root)) for path, _ in folder.skipped) == bad
+    # Class b lost every file but keeps its index, so labels agree with other splits.
+    assert folder.classes == ["a", "b", "c"] and folder.labels.tolist() == [0] * 6 + [2] * 6
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(
+        f"warning: skipped 24 unreadable image files of 36 under {root} (data.skip_bad_images=true)"
+    )
+
+    data = load_dataset("image_folder", root, "train", image_size=8, skip_bad_images=True)
+    assert data.labels.tolist() == folder.labels.tolist() and data.num_classes == 3
+    for image, (path, _) in zip(data.inputs, folder.samples, strict=True):
+        assert (image.int() - _pil_reference(path, 8).int()).abs().max() <= 2, path
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1  # again one line
+    load_dataset("image_folder", root, "train", image_size=8, skip_bad_images=True, verbose=False)
+    assert capsys.readouterr().err == ""
+    with pytest.raises(ValueError, match="skip_bad_images=True is only for image_folder"):
+        load_dataset("cifar10", root, skip_bad_images=True)
+
+
+def test_non_image_files_are_counted_in_one_warning(
+    image_tree: Path, capsys: pytest.CaptureFixture
+) -> None:
+    (image_tree / "train/cat/scan.tif").write_bytes(b"II*\x00")
+    (image_tree / "train/cat/deep").mkdir()
+    (image_tree / "train/cat/deep/labels.csv").write_text("a,b\n")
+    (image_tree / "train/dog/.DS_Store").write_bytes(b"\x00")  # hidden: neither image nor note
+    folder = ImageFolderDataset(image_tree, 8, split="train")
+    expected = ["train/cat/deep/labels.csv", "train/cat/scan.tif", "train/dog/notes.txt"]
+    assert [str(p.relative_to(image_tree)) for p in folder.non_image_files] == expected
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"warning: skipped 3 non-image files under {image_tree / 'train'} "
+        "(only .jpg .jpeg .png .gif .webp are read), e.g. cat/deep/labels.csv"
+    ]
+    assert len(folder) == 6  # the images are all still there
+    ImageFolderDataset(image_tree, 8, split="train", verbose=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_pixels_that_fail_only_at_decode_name_the_file_or_are_replaced(
+    image_tree: Path, capsys: pytest.CaptureFixture
+) -> None:
+    (image_tree / "train/dog/3.jpg").write_bytes(_bad_huffman_jpeg(seed=3))  # sorts before gray
+    folder = ImageFolderDataset(image_tree, 8, split="train")  # passes the start-up check
+    index = [p.name for p, _ in folder.samples].index("3.jpg")
+    with pytest.raises(ValueError, match=r"cannot decode image .*3\.jpg: .*data\.skip_bad_images"):
+        folder[index]
+    # The in-memory path decodes every file at start, so it lists the file there.
+    with pytest.raises(
+        UnreadableImagesError, match=r"(?s)1 of 7 image files.*3\.jpg: Bogus Huffman"
+    ):
+        load_dataset("image_folder", image_tree, "train", image_size=8)
+
+    # Read by a DataLoader worker: the same one-line message, not the worker's traceback.
+    loader = LoaderBatches(folder, 7, seed=0, num_workers=1)
+    with pytest.raises(ValueError) as error:
+        list(loader.epoch(0))
+    assert str(error.value).startswith("cannot decode image ") and "3.jpg" in str(error.value)
+    assert "Traceback" not in str(error.value) and len(str(error.value).splitlines()) == 1
+
+    capsys.readouterr()
+    skipping = ImageFolderDataset(image_tree, 8, split="train", skip_bad_images=True)
+    image, label = skipping[index]
+    expected_image, expected_label = skipping[index + 1]  # the next file stands in
+    assert torch.equal(image, expected_image) and label == expected_label
+    skipping[index]
+    err = [line for line in capsys.readouterr().err.splitlines() if "3.jpg" in line]
+    assert len(err) == 1 and "replaced by the next image" in err[0]  # once per file
 
 
 # ----------------------------------------------------------------------------------------------
@@ -504,6 +659,51 @@ def test_tabular_bad_options(tmp_path: Path) -> None:
     _write_csv(tmp_path / "ragged.csv", "a,b,y", ["1,2,0", "3,1"])
     with pytest.raises(ValueError, match="line 3 has 2 fields, the header has 3"):
         load_dataset("tabular", tmp_path / "ragged.csv")
+
+
+def test_tabular_messages_name_the_line_the_column_and_the_file(tmp_path: Path) -> None:
+    # A blank cell: the line as an editor numbers it (header = line 1) and the column's name.
+    blank = _write_csv(tmp_path / "blank.csv", "a,b,y", ["1,2,0", "3,4,1", "5,,0", "7,8,1"])
+    assert blank.read_text().splitlines()[3] == "5,,0"  # line 4, 1-based
+    with pytest.raises(ValueError, match=r"blank\.csv line 4, column 'b': the cell is empty"):
+        load_dataset("tabular", blank)
+    word = _write_csv(tmp_path / "word.csv", "a,b,y", ["1,2,0", "3,x4,1"])
+    with pytest.raises(ValueError, match=r"line 3, column 'b': the cell is 'x4'; feature columns"):
+        load_dataset("tabular", word)
+
+    fake = tmp_path / "fake.csv.gz"
+    fake.write_text("a,b,y\n1,2,0\n3,4,1\n")  # plain text named .gz
+    with pytest.raises(ValueError, match=r"fake\.csv\.gz is not a gzip file"):
+        load_dataset("tabular", fake)
+    cut = tmp_path / "cut.csv.gz"
+    cut.write_bytes(gzip.compress(("a,b,y\n" + "1,2,0\n" * 500).encode())[:40])
+    with pytest.raises(ValueError, match=r"cut\.csv\.gz is a damaged gzip file"):
+        load_dataset("tabular", cut)
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("a,b,y\n1,2,caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin\.csv is not UTF-8 text"):
+        load_dataset("tabular", latin)
+
+    header = _write_csv(tmp_path / "header.csv", "a,b,y", [])
+    with pytest.raises(
+        ValueError, match=r"header\.csv needs .* data row; it has only a header line"
+    ):
+        load_dataset("tabular", header)
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(ValueError, match="; the file is empty"):
+        load_dataset("tabular", tmp_path / "empty.csv")
+
+
+def test_balanced_subset_errors_name_the_setting() -> None:
+    labels = torch.arange(40) % 10
+    with pytest.raises(
+        ValueError, match=r"^data\.train_subset=7 is smaller than the number of classes \(10\)"
+    ):
+        balanced_subset(labels, 7, seed=0, name="data.train_subset")
+    with pytest.raises(ValueError, match=r"^data\.train_subset=41 is larger than the dataset"):
+        balanced_subset(labels, 41, seed=0, name="data.train_subset")
+    with pytest.raises(ValueError, match=r"^size=7 is smaller"):  # the library default
+        balanced_subset(labels, 7, seed=0)
 
 
 def test_load_dataset_rejects_unknown_names(tmp_path: Path) -> None:
@@ -695,3 +895,23 @@ def test_loader_batches_over_an_image_folder(image_tree: Path) -> None:
     for (x_loader, y_loader), (x_device, y_device) in pairs:
         assert x_loader.shape == (2, 3, 16, 16) and x_loader.dtype == torch.uint8
         assert torch.equal(x_loader, x_device) and torch.equal(y_loader, y_device)
+
+
+@pytest.mark.parametrize(
+    ("shape", "size"),
+    [((5, 3, 32, 32), 16), ((2, 3, 40, 30), 21), ((3, 30, 40), 21), ((4, 3, 17, 50), 8),
+     ((2, 3, 32, 32), 48), ((1, 3, 33, 31), 32)],
+)  # fmt: skip
+def test_resize_square_gives_torchvisions_pixels(shape: tuple[int, ...], size: int) -> None:
+    # The independent computation: torchvision's own resize + center crop on the same bytes.
+    from torchvision.transforms.v2 import functional as TF
+
+    from contrastkit.pipelines.data.image_folder import resize_square
+
+    images = torch.randint(0, 256, shape, generator=torch.Generator().manual_seed(size))
+    images = images.to(torch.uint8)
+    expected = TF.center_crop(TF.resize(images, [size], antialias=True), [size, size])
+    assert torch.equal(resize_square(images, size), expected)
+    # Off the uint8 CPU path (float in, rounded): within one grey level of torchvision's.
+    as_float = resize_square(images.float(), size)
+    assert (as_float - expected.float()).abs().max() <= 1

@@ -8,7 +8,6 @@ import copy
 import math
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +29,7 @@ from pretrain_helpers import (
     toy_tabular,
     write_yaml,
 )
+from shared_data import require_shared_data
 
 from contrastkit.augment import dataset_normalization, make_views
 from contrastkit.backbones import LinearClassifier, create_backbone
@@ -42,8 +42,9 @@ from contrastkit.pipelines.config import (
 )
 from contrastkit.pipelines.data import epoch_permutation
 from contrastkit.pipelines.evaluation.pretrained import PretrainedCheckpoint
+from contrastkit.pipelines.evaluation.report import report_written_by
 from contrastkit.pipelines.evaluation.results import read_results
-from contrastkit.pipelines.joint import JOINT_METRIC_COLUMNS, main, run_joint
+from contrastkit.pipelines.joint import JOINT_METRIC_COLUMNS, JointTask, main, run_joint
 from contrastkit.pipelines.joint_model import JointModel
 from contrastkit.pipelines.methods import build_method
 from contrastkit.pipelines.metrics import read_metrics
@@ -127,8 +128,11 @@ def test_ssl_weight_zero_equals_a_hand_written_supervised_loop(
     raw = joint_config(
         tmp_path / "run", toy_cifar_dir, ssl_weight=0.0, model={"channels_last": False}
     )
-    done = run_script(["--config", str(write_yaml(tmp_path / "c.yaml", raw))])
+    config_file = write_yaml(tmp_path / "c.yaml", raw)
+    done = run_script(["--config", str(config_file), "train.progress_bar=true"])
     assert done.returncode == 0, done.stderr
+    # The progress bar names the run what it is: supervised, not the method it borrows views from.
+    assert "joint supervised" in done.stderr and "joint isd" not in done.stderr
     logged = read_metrics(tmp_path / "run" / "metrics.csv")
     assert [r["train_ssl"] for r in logged] == [""] * 10  # no SSL term was computed
 
@@ -305,6 +309,13 @@ def test_pictures_report_and_checkpoint_files(isd_run: Path) -> None:
         image = imread(isd_run / name)
         assert image.shape[0] > 100 and image.shape[1] > 100 and image.std() > 0, name
     report = (isd_run / "report.md").read_text()
+    # The peak lr the schedule reached: lr x global batch / 256 = 0.05 x (16 x 1 process) / 256,
+    # which is also the largest lr metrics.csv logged (warm-up ends at step 2 of 10).
+    peak = 0.05 * 16 / 256
+    assert f"lr 0.05 -> peak {peak:g} (scaled by batch 16/256)" in report
+    assert max(float(r["lr"]) for r in read_metrics(isd_run / "metrics.csv")) == pytest.approx(peak)
+    assert "scaled: true" not in report
+    assert report_written_by(isd_run / "report.md") == "contrastkit-joint"
     for needle in ("](joint_curves.png)", "](loss_terms.png)", "](curves.png)", "## Results",
                    "## Per-epoch history", "## Model", "+ linear classifier", "isd projection head",
                    "isd predictor", "0.5 x isd loss"):  # fmt: skip
@@ -327,6 +338,86 @@ def test_a_joint_checkpoint_is_probed(isd_run: Path, tmp_path: Path) -> None:
     row = read_results(out / "results.csv")[-1]
     assert (row["method"], row["backbone"], row["step"]) == ("isd", "timm:test_resnet", "10")
     assert 0.0 <= float(row["linear_top1"]) <= 100.0
+
+
+@pytest.fixture
+def figures(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Every matplotlib Figure the plots package saves, kept for inspection."""
+    from contrastkit.pipelines.plots import _figure
+
+    saved: list = []
+    real_save = _figure.save_png
+
+    def keep(figure, out_png):
+        saved.append(figure)
+        return real_save(figure, out_png)
+
+    monkeypatch.setattr(_figure, "save_png", keep)
+    return saved
+
+
+def _epoch_records(val_loss: list[float]) -> list[dict]:
+    return [
+        {"epoch": e, "train_loss": 3.0 / e, "train_ce": 2.0 / e, "train_ssl": 1.0 / e,
+         "train_top1": 20.0 + e, "val_loss": loss, "val_top1": 30.0 + e, "val_top5": 80.0}
+        for e, loss in enumerate(val_loss, start=1)
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("ssl_weight", [0.0, 0.5])
+def test_joint_pictures_label_the_run_show_chance_and_clip_an_outlier(
+    tmp_path: Path, toy_cifar_dir: Path, figures: list, ssl_weight: float
+) -> None:
+    """joint_curves.png (and loss_terms.png) read back as figures: the lambda = 0 run is titled
+    supervised, top-1 shows chance = 100 / 10 classes on 0-100, an epoch-1 20.7 is clipped."""
+    from types import SimpleNamespace
+
+    from contrastkit.pipelines.joint_report import _draw
+
+    config = config_from_dict(
+        joint_config(tmp_path, toy_cifar_dir, ssl_weight=ssl_weight), JointTrainingConfig
+    )
+    classifier = LinearClassifier(8, CIFAR_CLASSES)
+    end = SimpleNamespace(
+        config=config, run_dir=tmp_path, model=SimpleNamespace(classifier=classifier)
+    )
+    _draw(end, _epoch_records([20.7, 1.5, 1.3, 1.2]), has_ssl=ssl_weight > 0)  # type: ignore[arg-type]
+    curves = figures[0]
+    expected = "Supervised baseline" if ssl_weight == 0 else "Joint training"
+    assert curves._suptitle.get_text().startswith(f"{expected}: train and validation")
+    accuracy, cross_entropy = curves.axes
+    (chance,) = [line for line in accuracy.get_lines() if line.get_gid() == "chance"]
+    assert chance.get_ydata()[0] == 10.0 and accuracy.get_ylim() == (0.0, 100.0)
+    assert cross_entropy.get_ylim()[1] < 2.0 and "clipped" in cross_entropy.get_title()
+    assert curves.axes[0].get_xlim() == curves.axes[1].get_xlim()
+    assert len(figures) == (2 if ssl_weight > 0 else 1)  # loss terms only with an SSL term
+    assert (tmp_path / "joint_curves.png").is_file()
+    assert (tmp_path / "loss_terms.png").is_file() == (ssl_weight > 0)
+
+
+@pytest.mark.parametrize(
+    ("scale_lr", "global_batch", "text"),
+    [
+        (True, 512, "lr 0.05 -> peak 0.1 (scaled by batch 512/256)"),  # 0.05 x 512 / 256
+        (True, 64, "lr 0.05 -> peak 0.0125 (scaled by batch 64/256)"),
+        (False, 512, "lr 0.05 (not scaled by the batch)"),
+    ],
+)
+def test_the_report_states_the_peak_lr(scale_lr: bool, global_batch: int, text: str) -> None:
+    from contrastkit.pipelines.config import OptimizerConfig
+    from contrastkit.pipelines.joint_report import peak_lr_text
+
+    assert peak_lr_text(OptimizerConfig(lr=0.05, scale_lr=scale_lr), global_batch) == text
+
+
+@pytest.mark.parametrize(("ssl_weight", "label"), [(0.0, "joint supervised"), (0.5, "joint isd")])
+def test_progress_label_names_a_lambda_zero_run_supervised(
+    tmp_path: Path, toy_cifar_dir: Path, ssl_weight: float, label: str
+) -> None:
+    config = config_from_dict(
+        joint_config(tmp_path, toy_cifar_dir, ssl_weight=ssl_weight), JointTrainingConfig
+    )
+    assert JointTask().progress_label(config) == label
 
 
 @pytest.mark.parametrize(
@@ -354,8 +445,9 @@ def test_sigterm_then_resume_is_bit_identical(
     run_dir = tmp_path / "interrupted"
     args = ["--config", str(config), "--output-dir", str(run_dir)]
     stopped = run_script(args, signal_at_step=7)
-    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr
+    assert stopped.returncode == 0, stopped.stderr  # stopped with a checkpoint: nothing lost
     assert "contrastkit-joint: stopped by SIGTERM at step 8" in stopped.stderr
+    assert f"--resume latest --output-dir {run_dir}" in stopped.stderr
     meta = read_meta(list_checkpoints(run_dir)[-1])
     assert (meta["step"], meta["epoch"], meta["batch_in_epoch"]) == (8, 1, 3)
     assert len(read_metrics(run_dir / "history.csv")) == 1
@@ -442,7 +534,9 @@ def test_bad_inputs_give_clear_errors(tmp_path: Path, toy_cifar_dir: Path, capsy
     (missing_test / "cifar10_test.npz").unlink()
     assert main(["--config", str(config), "--data-dir", str(missing_test)]) == 2
     assert "validates on the test split" in capsys.readouterr().err
-    assert not (tmp_path / "run").exists()
+    # The pre-flight check may create the output folder; nothing is written into it.
+    run_dir = tmp_path / "run"
+    assert not run_dir.exists() or sorted(p.name for p in run_dir.iterdir()) == []
 
 
 def test_console_script_is_installed() -> None:
@@ -455,8 +549,7 @@ def test_console_script_is_installed() -> None:
 
 def test_smoke_config_on_real_cifar(tmp_path: Path) -> None:
     cifar = SHARED_DATA / "cifar10"
-    if not (cifar / "cifar10_test.npz").is_file():
-        pytest.skip(f"real CIFAR-10 npz files not found in {cifar}")
+    require_shared_data(cifar / "cifar10_test.npz", what="real CIFAR-10")
     config = load_config(
         CONFIG_DIR / "joint_smoke.yaml",
         [

@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from shared_data import require_shared_data
 
 from contrastkit.pipelines.evaluation.knn import (
+    check_knn_k,
     knn_accuracy,
     knn_predict,
     nearest_neighbours,
@@ -70,11 +72,29 @@ def test_knn_predict_small_temperature_does_not_overflow():
     torch.testing.assert_close(scores.double(), expected, atol=1e-4, rtol=1e-3)
 
 
-def test_k_larger_than_train_set_is_clamped_to_it():
-    train, labels, query, _ = _toy()
-    clamped = knn_predict(train, labels, query, 7, k=200)
-    every_sample = knn_predict(train, labels, query, 7, k=53)
-    torch.testing.assert_close(clamped, every_sample)
+def test_k_larger_than_train_set_is_an_error_naming_both():
+    train, labels, query, query_labels = _toy()
+    message = r"^k=54 is larger than the 53 train samples \(rows of train_features\); use k <= 53$"
+    with pytest.raises(ValueError, match=message):
+        knn_predict(train, labels, query, 7, k=54)
+    with pytest.raises(ValueError, match=message):
+        knn_accuracy(train, labels, query, query_labels, 7, k=54)
+    # k = N, every train sample votes, is allowed and equals the brute-force vote.
+    expected = _brute_force_scores(train, labels, query, 7, 53, 0.1)
+    torch.testing.assert_close(
+        knn_predict(train, labels, query, 7, k=53).double(), expected, atol=1e-4, rtol=1e-3
+    )
+
+
+def test_check_knn_k_names_what_the_caller_names():
+    check_knn_k(128, 128)
+    with pytest.raises(
+        ValueError,
+        match=r"^train\.knn_k=129 is larger than the 128 images in the bank; lower train\.knn_k$",
+    ):
+        check_knn_k(
+            129, 128, k_name="train.knn_k", bank="images in the bank", fix="lower train.knn_k"
+        )
 
 
 @pytest.mark.parametrize("k", [1, 3, 20])
@@ -139,8 +159,7 @@ def test_nearest_neighbours_match_brute_force(k, chunk_size):
 
 def test_one_neighbour_knn_agrees_with_scikit_learn_on_real_cifar_pixels():
     folder = DATA / "cifar10"
-    if not (folder / "cifar10_test.npz").is_file():
-        pytest.skip(f"CIFAR-10 npz files not found under {folder}")
+    require_shared_data(folder / "cifar10_test.npz", what="real CIFAR-10")
     from sklearn.neighbors import KNeighborsClassifier
 
     with np.load(folder / "cifar10_train_1.npz") as train_file:
@@ -192,5 +211,5 @@ def test_knn_predict_rejects_bad_inputs(kwargs, message):
 
 def test_nearest_neighbours_rejects_k_above_train_size():
     train, _, query, _ = _toy()
-    with pytest.raises(ValueError, match="k=54 is larger than the number of train samples"):
+    with pytest.raises(ValueError, match=r"k=54 is larger than the 53 train samples"):
         nearest_neighbours(query, train, k=54)

@@ -174,10 +174,35 @@ def test_no_import_cycles() -> None:
     ],
 )
 def test_importing_does_not_load_matplotlib(module: str) -> None:
+    # Nor scikit-learn, TensorBoard, timm or torchvision: each is imported where it is used.
     code = (
         f"import sys, {module}\n"
-        "heavy = [m for m in ('matplotlib', 'sklearn') if m in sys.modules]\n"
-        "print(','.join(heavy))\n"
+        "heavy = ('matplotlib', 'sklearn', 'tensorboard', 'timm', 'torchvision')\n"
+        "print(','.join(m for m in heavy if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert out == "", f"importing {module} loaded {out}"
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "contrastkit.pipelines",
+        "contrastkit.pipelines.config",
+        "contrastkit.pipelines.methods",
+        "contrastkit.pipelines.training.command",
+        "contrastkit.pipelines.entry_points",
+    ],
+)
+def test_the_command_line_and_config_import_no_torch(module: str) -> None:
+    # What the command line needs to read and check a config, so a config error is answered
+    # before torch, accelerate and timm load (seconds each).
+    code = (
+        f"import sys, {module}\n"
+        "heavy = ('torch', 'accelerate', 'timm', 'numpy', 'matplotlib', 'sklearn')\n"
+        "print(','.join(m for m in heavy if m in sys.modules))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
@@ -190,3 +215,18 @@ def test_public_api_is_small_and_importable() -> None:
     assert len(names) <= 40, f"pipelines __all__ has {len(names)} names"
     for name in names:
         assert hasattr(contrastkit.pipelines, name), name
+    assert set(names) <= set(dir(contrastkit.pipelines))
+
+
+def test_public_names_are_the_objects_of_their_homes() -> None:
+    # The package imports each name from its module on first use (PEP 562): the same object.
+    from contrastkit.pipelines import config, evaluation, methods, pretrain
+    from contrastkit.pipelines.training import task
+
+    assert contrastkit.pipelines.PretrainConfig is config.PretrainConfig
+    assert contrastkit.pipelines.METHODS is methods.METHODS
+    assert contrastkit.pipelines.knn_accuracy is evaluation.knn_accuracy
+    assert contrastkit.pipelines.run_pretrain is pretrain.run_pretrain
+    assert contrastkit.pipelines.NonFiniteLossError is task.NonFiniteLossError
+    with pytest.raises(AttributeError, match="has no attribute 'run_everything'"):
+        _ = contrastkit.pipelines.run_everything

@@ -3,11 +3,19 @@ resumed run applies so the log reads as one uninterrupted run."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
+from pretrain_helpers import tiny_tabular_config, toy_tabular
 
-from contrastkit.pipelines.metrics import METRIC_COLUMNS, MetricsLogger, read_metrics
+from contrastkit.pipelines.config import config_from_dict
+from contrastkit.pipelines.metrics import (
+    METRIC_COLUMNS,
+    TENSORBOARD_MISSING,
+    MetricsLogger,
+    read_metrics,
+)
 
 
 def test_rows_keep_exact_floats_and_blank_unmeasured(tmp_path: Path) -> None:
@@ -60,3 +68,56 @@ def test_tensorboard_mirror(tmp_path: Path) -> None:
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
     assert [(e.step, e.value) for e in events.Scalars("pretrain/loss")] == [(1, 1.0), (2, 0.5)]
+
+
+def _block_tensorboard(monkeypatch: pytest.MonkeyPatch, *, whole_package: bool) -> None:
+    """Make importing tensorboard fail as if it were not installed (None in sys.modules makes
+    `import` raise ImportError and importlib.util.find_spec return None)."""
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    if whole_package:
+        monkeypatch.setitem(sys.modules, "tensorboard", None)
+
+
+@pytest.mark.parametrize("whole_package", [True, False], ids=["not installed", "import fails"])
+def test_without_tensorboard_the_log_says_so_once_and_writes_the_csv(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    whole_package: bool,
+) -> None:
+    _block_tensorboard(monkeypatch, whole_package=whole_package)
+    logger = MetricsLogger(tmp_path)
+    for step in (1, 2, 3):
+        logger.log({"step": step, "loss": 1.0 / step})
+    logger.close()
+    assert not logger.tensorboard_enabled
+    assert capsys.readouterr().err.splitlines() == [TENSORBOARD_MISSING]
+    assert "pip install 'contrastkit-pipelines[tensorboard]'" in TENSORBOARD_MISSING
+    assert [r["step"] for r in read_metrics(tmp_path / "metrics.csv")] == ["1", "2", "3"]
+    assert not (tmp_path / "tensorboard").exists()
+    quiet = MetricsLogger(tmp_path / "quiet", tensorboard=False)  # not asked for: no note
+    quiet.close()
+    assert capsys.readouterr().err == ""
+
+
+def test_tensorboard_is_opened_at_the_first_row(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    logger = MetricsLogger(tmp_path)
+    assert not (tmp_path / "tensorboard").exists()  # nothing imported or written at start
+    logger.log({"step": 1, "loss": 1.0})
+    logger.close()
+    assert any((tmp_path / "tensorboard").iterdir())
+
+
+def test_a_run_without_tensorboard_says_it_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The pretrain command's run (2 epochs, 16 logged steps) prints the note one time."""
+    from contrastkit.pipelines.pretrain import run_pretrain
+
+    _block_tensorboard(monkeypatch, whole_package=True)
+    config = config_from_dict(tiny_tabular_config(tmp_path / "run"))
+    run_pretrain(config, train_data=toy_tabular(256))
+    assert capsys.readouterr().err.count("tensorboard is not installed") == 1
+    assert len(read_metrics(tmp_path / "run" / "metrics.csv")) == 16
+    assert not (tmp_path / "run" / "tensorboard").exists()

@@ -10,12 +10,15 @@ import matplotlib.colors
 import numpy as np
 import pytest
 import torch
+import yaml
+from matplotlib.figure import Figure
 
 from contrastkit.pipelines.evaluation.knn import nearest_neighbours
 from contrastkit.pipelines.evaluation.linear_probe import train_linear_probe
 from contrastkit.pipelines.evaluation.results import write_history_csv
 from contrastkit.pipelines.evaluation.tsne import _stratified_sample, tsne_embedding
 from contrastkit.pipelines.plots import (
+    _figure,
     plot_compare,
     plot_nn_grid,
     plot_pretrain_curves,
@@ -89,7 +92,8 @@ def test_pretrain_curves_draw_loss_epoch_means_lr_and_knn(tmp_path):
     np.testing.assert_allclose(epoch_mean.get_xdata(), [1, 2, 3])
     expected_means = [np.mean([5.0 / s for s in range(4 * e - 3, 4 * e + 1)]) for e in (1, 2, 3)]
     np.testing.assert_allclose(epoch_mean.get_ydata(), expected_means)
-    np.testing.assert_allclose(lr_ax.get_lines()[0].get_xdata(), range(1, 13))
+    # lr against epochs too: step s of 4 per epoch sits at s / 4.
+    np.testing.assert_allclose(lr_ax.get_lines()[0].get_xdata(), np.arange(1, 13) / 4)
     np.testing.assert_allclose(lr_ax.get_lines()[0].get_ydata(), [r["lr"] for r in rows])
     np.testing.assert_allclose(knn_ax.get_lines()[0].get_xdata(), [1, 2, 3])
     np.testing.assert_allclose(knn_ax.get_lines()[0].get_ydata(), [10, 20, 30])
@@ -309,3 +313,172 @@ def test_a_picture_replaces_an_existing_file_atomically(tmp_path):
     target.write_bytes(b"old")
     plot_probe_curves(_history(), target)
     assert_png(target)
+
+
+# ------------------------------------------------------------------ axes rules (issue 12)
+
+
+def data_lines(ax) -> list:
+    """The curves of a panel, without its chance line."""
+    return [line for line in ax.get_lines() if line.get_gid() != _figure.CHANCE_GID]
+
+
+def chance_lines(ax) -> list:
+    return [line for line in ax.get_lines() if line.get_gid() == _figure.CHANCE_GID]
+
+
+def assert_one_epoch_axis(figure: Figure, last_epoch: int) -> None:
+    """Every panel shares the first one's x axis: same limits from 0 to just past the last
+    epoch, integer ticks, labelled epoch."""
+    first = figure.axes[0]
+    for ax in figure.axes:
+        assert ax is first or first.get_shared_x_axes().joined(first, ax)
+        assert ax.get_xlim() == first.get_xlim()
+        assert ax.get_xlabel() == "epoch"
+        ticks = ax.get_xticks()
+        assert ticks.size >= 2 and np.all(ticks == np.round(ticks)), ticks
+    low, high = first.get_xlim()
+    assert low == 0.0 and last_epoch <= high < last_epoch + 0.5
+
+
+def _knn_rows(knn: list[float], loss: list[float] | None = None, steps_per_epoch: int = 4):
+    """Pretrain rows over len(knn) epochs: kNN at each epoch end, loss per step."""
+    rows = []
+    for step in range(1, len(knn) * steps_per_epoch + 1):
+        end = step % steps_per_epoch == 0
+        rows.append({
+            "step": step,
+            "epoch": step / steps_per_epoch,
+            "loss": loss[step - 1] if loss else 5.0 / step,
+            "lr": 0.01 * step,
+            "knn_top1": knn[step // steps_per_epoch - 1] if end else None,
+        })  # fmt: skip
+    return rows
+
+
+HEADER = ["step", "epoch", "loss", "lr", "knn_top1"]
+
+
+def test_every_panel_of_every_curve_figure_shares_one_epoch_axis(tmp_path):
+    metrics_csv = _write_metrics(tmp_path / "metrics.csv", _knn_rows([23.0, 23.5, 24.0]), HEADER)
+    pretrain = training_curves._pretrain_figure(training_curves._read_metrics(metrics_csv))
+    assert len(pretrain.axes) == 3
+    assert_one_epoch_axis(pretrain, last_epoch=3)
+
+    probe = training_curves._probe_figure(_history(epochs=6), "Linear probe")
+    assert_one_epoch_axis(probe, last_epoch=6)
+
+    runs = {"a": _history(0, epochs=4), "b": _history(1, epochs=7)}
+    compared = training_curves._compare_figure(runs, ("val_top1", "val_loss"), "t")
+    assert_one_epoch_axis(compared, last_epoch=7)
+    # One epoch only: still integer ticks (0 and 1), not 0.2 steps between them.
+    single = training_curves._compare_figure({"a": _history(epochs=1)}, ("val_top1",), "t")
+    assert_one_epoch_axis(single, last_epoch=1)
+
+
+def test_accuracy_panels_show_the_chance_level_on_a_0_to_100_axis(tmp_path):
+    metrics_csv = _write_metrics(tmp_path / "metrics.csv", _knn_rows([23.0, 23.5, 24.0]), HEADER)
+    metrics = training_curves._read_metrics(metrics_csv)
+    knn_ax = training_curves._pretrain_figure(metrics, num_classes=10).axes[2]
+    (chance,) = chance_lines(knn_ax)
+    assert list(chance.get_ydata()) == [10.0, 10.0] and chance.get_linestyle() == "--"
+    assert knn_ax.get_ylim() == (0.0, 100.0)
+    np.testing.assert_allclose(data_lines(knn_ax)[0].get_ydata(), [23.0, 23.5, 24.0])
+
+    # "auto" zooms on the values: 23-24 % fills the panel, the 10 % line stays out of view.
+    zoomed = training_curves._pretrain_figure(metrics, num_classes=10, accuracy_ylim="auto")
+    low, high = zoomed.axes[2].get_ylim()
+    assert 22.0 < low < 23.0 and 24.0 < high < 25.0
+
+    # Without a class count there is no chance line, but the axis is still 0-100.
+    plain = training_curves._pretrain_figure(metrics).axes[2]
+    assert chance_lines(plain) == [] and plain.get_ylim() == (0.0, 100.0)
+
+    # Top-k panels: chance is 100 * min(k, C) / C; the probe draws top-1's.
+    runs = {"a": [{"epoch": 1, "val_top1": 30.0, "val_top5": 70.0}]}
+    compared = training_curves._compare_figure(runs, ("val_top1", "val_top5"), "t", num_classes=10)
+    assert [chance_lines(ax)[0].get_ydata()[0] for ax in compared.axes] == [10.0, 50.0]
+    probe = training_curves._probe_figure(_history(), "Linear probe", num_classes=3)
+    assert chance_lines(probe.axes[1])[0].get_ydata()[0] == pytest.approx(100 / 3)
+    assert chance_lines(probe.axes[0]) == [] and probe.axes[1].get_ylim() == (0.0, 100.0)
+
+
+def test_the_chance_level_is_read_from_the_run_folder(tmp_path, figures):
+    """meta.json's num_classes (the newest checkpoint) first, else config.yaml's dataset."""
+    run = tmp_path / "run"
+    run.mkdir()
+    metrics_csv = _write_metrics(run / "metrics.csv", _knn_rows([30.0, 40.0]), HEADER)
+    (run / "config.yaml").write_text(yaml.safe_dump({"data": {"dataset": "cifar100"}}))
+    plot_pretrain_curves(metrics_csv, run / "curves.png")
+    assert chance_lines(figures[-1].axes[2])[0].get_ydata()[0] == 1.0  # 100 / 100 classes
+
+    for step, classes in ((4, 5), (8, 4)):  # the newest checkpoint wins
+        folder = run / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / "meta.json").write_text(
+            f'{{"step": {step}, "epoch": 1, "num_classes": {classes}}}'
+        )
+    plot_pretrain_curves(metrics_csv, run / "curves.png")
+    assert chance_lines(figures[-1].axes[2])[0].get_ydata()[0] == 25.0  # 100 / 4
+
+    plot_pretrain_curves(metrics_csv, run / "curves.png", num_classes=20)  # given: used
+    assert chance_lines(figures[-1].axes[2])[0].get_ydata()[0] == 5.0
+
+    other = tmp_path / "folder_run"
+    other.mkdir()
+    metrics_csv = _write_metrics(other / "metrics.csv", _knn_rows([30.0, 40.0]), HEADER)
+    (other / "config.yaml").write_text(yaml.safe_dump({"data": {"dataset": "image_folder"}}))
+    plot_pretrain_curves(metrics_csv, other / "curves.png")  # nothing says how many: no line
+    assert chance_lines(figures[-1].axes[2]) == []
+    assert_png(other / "curves.png")
+
+
+def _loss_history(first: float, later: list[float]) -> list[dict[str, float]]:
+    values = [first, *later]
+    return [
+        {"epoch": e, "val_loss": v, "val_top1": 10.0 * e} for e, v in enumerate(values, start=1)
+    ]
+
+
+def test_a_first_epoch_loss_outlier_is_clipped_and_said(tmp_path):
+    runs = {
+        "outlier": _loss_history(20.7, [1.5, 1.3, 1.2]),
+        "steady": _loss_history(2.0, [1.6, 1.4, 1.3]),
+    }
+    ax = training_curves._compare_figure(runs, ("val_loss",), "t").axes[0]
+    # The later values span 1.2 .. 1.6; the axis shows them (5 % margin) and not the 20.7.
+    low, high = ax.get_ylim()
+    assert high == pytest.approx(1.6 + 0.05 * 0.4) and low == pytest.approx(1.2 - 0.05 * 0.4)
+    assert "(first-epoch values above 1.62 clipped)" in ax.get_title()
+    assert max(data_lines(ax)[0].get_ydata()) == 20.7  # the data is kept, only the view clips
+
+    # A normal first-epoch drop (2.0 to 1.6, or halving over two epochs) is left alone.
+    calm = training_curves._compare_figure({"steady": runs["steady"]}, ("val_loss",), "t")
+    assert "clipped" not in calm.axes[0].get_title() and calm.axes[0].get_ylim()[1] >= 2.0
+    halving = {"two": _loss_history(4.0, [2.0])}
+    two = training_curves._compare_figure(halving, ("val_loss",), "t").axes[0]
+    assert "clipped" not in two.get_title() and two.get_ylim()[1] >= 4.0
+
+    # Accuracy panels are never clipped; the probe and pretrain loss panels clip the same way.
+    top1 = training_curves._compare_figure(runs, ("val_top1",), "t").axes[0]
+    assert "clipped" not in top1.get_title() and top1.get_ylim() == (0.0, 100.0)
+    history = [{"epoch": e, "train_loss": v, "val_loss": v} for e, v in
+               enumerate([20.7, 1.5, 1.3, 1.2], start=1)]  # fmt: skip
+    probe_loss = training_curves._probe_figure(history, "Linear probe").axes[0]
+    assert probe_loss.get_ylim()[1] < 2.0 and "clipped" in probe_loss.get_title()
+    losses = [20.7, 5.0, 4.0, 3.0] + [1.5, 1.4, 1.3, 1.2] * 2
+    metrics_csv = _write_metrics(tmp_path / "m.csv", _knn_rows([1, 2, 3], losses), HEADER)
+    loss_ax = training_curves._pretrain_figure(training_curves._read_metrics(metrics_csv)).axes[0]
+    assert loss_ax.get_ylim()[1] == pytest.approx(1.5 + 0.05 * 0.3)
+    assert "clipped" in loss_ax.get_title()
+
+
+def test_axes_options_are_checked(tmp_path):
+    metrics_csv = _write_metrics(tmp_path / "metrics.csv", _knn_rows([1.0]), HEADER)
+    with pytest.raises(ValueError, match=r"accuracy_ylim must be one of \['full', 'auto'\]"):
+        plot_pretrain_curves(metrics_csv, tmp_path / "x.png", accuracy_ylim="zoom")
+    with pytest.raises(ValueError, match="num_classes must be None or an int >= 2, got 1"):
+        plot_probe_curves(_history(), tmp_path / "x.png", num_classes=1)
+    with pytest.raises(ValueError, match="accuracy_ylim must be one of"):
+        plot_compare({"a": _history()}, tmp_path / "x.png", accuracy_ylim="log")
+    assert not (tmp_path / "x.png").exists()

@@ -27,6 +27,7 @@ from pretrain_helpers import (
     toy_tabular,
     write_yaml,
 )
+from shared_data import require_shared_data
 from torchvision.io import write_png
 
 from contrastkit.pipelines.checkpoint import list_checkpoints, read_meta, resolve_checkpoint
@@ -211,8 +212,7 @@ def test_console_script_is_installed() -> None:
 
 def test_smoke_config_on_real_cifar(tmp_path: Path) -> None:
     data_dir = SHARED_DATA / "cifar10"
-    if not (data_dir / "cifar10_train_1.npz").is_file():
-        pytest.skip(f"real CIFAR-10 not found at {data_dir}")
+    require_shared_data(data_dir / "cifar10_train_1.npz", what="real CIFAR-10")
     run = tmp_path / "smoke"
     done = run_pretrain_cli(
         [

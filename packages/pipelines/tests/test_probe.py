@@ -1,9 +1,12 @@
 """Tests of the probe command on tiny fake pretrain runs: the results row against an independent kNN,
-the feature cache, label fractions, frozen vs fine-tuned backbones, pictures, report and errors."""
+the feature cache (also outside a read-only checkpoint folder), label fractions, frozen vs
+fine-tuned backbones, pictures, report and errors (a damaged backbone.pt, unusable folders)."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +16,12 @@ import torch
 import yaml
 from accelerate import Accelerator
 from matplotlib.image import imread
+from readonly import read_only_dir
+from shared_data import require_shared_data
 
 from contrastkit.backbones import create_backbone
 from contrastkit.pipelines import probe
+from contrastkit.pipelines.checkpoint_integrity import write_meta
 from contrastkit.pipelines.config import config_from_dict, config_to_dict
 from contrastkit.pipelines.data import load_dataset
 from contrastkit.pipelines.evaluation import feature_cache
@@ -329,8 +335,7 @@ def test_finetune_command_saves_a_changed_backbone(tabular_run: Path, tmp_path: 
 
 def _write_small_cifar(folder: Path, train: int, test: int) -> Path:
     """An npz folder in the shared CIFAR-10 format holding the first images of the real files."""
-    if not (CIFAR / "cifar10_train_1.npz").is_file():
-        pytest.skip(f"CIFAR-10 npz files not found under {CIFAR}")
+    require_shared_data(CIFAR / "cifar10_train_1.npz", what="real CIFAR-10")
     folder.mkdir(parents=True)
     with np.load(CIFAR / "cifar10_train_1.npz") as data:
         x, y = data["x"][:train], data["y"][:train]
@@ -450,7 +455,7 @@ def test_mismatched_inputs_and_options_give_clear_errors(
 
     (tabular_run / "checkpoint-30" / "backbone.pt").write_bytes(b"not a state dict")
     message = _error(capsys, "--checkpoint", tabular_run, *out)
-    assert "backbone.pt could not be read" in message
+    assert "backbone.pt' cannot be read: it is truncated or damaged" in message
 
 
 # ---------------------------------------------------------------------------------- end to end
@@ -523,3 +528,158 @@ def test_two_processes_match_one_on_the_same_global_batch(
     for a, b in zip(one, two, strict=True):
         for key in ("train_loss", "val_loss", "val_top1", "lr"):
             assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-6), (key, a, b)
+
+
+# ---------------------------------------------------------------------------------- paths
+
+
+PROBE_SCRIPT = Path(__file__).resolve().parents[1] / "probe.py"
+
+
+def run_probe_cli(*argv: str | Path) -> subprocess.CompletedProcess:
+    """The probe command in a fresh process, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, str(PROBE_SCRIPT), *(str(a) for a in argv), "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _manifest_run(root: Path) -> Path:
+    """A tabular run whose checkpoint meta.json records its files, as pretrain writes it."""
+    run = write_run(root, tabular_config(write_toy_csv(root / "toy.csv")))
+    folder = run / "checkpoint-30"
+    write_meta(folder, json.loads((folder / "meta.json").read_text()))
+    return run
+
+
+def test_probe_of_a_read_only_checkpoint_caches_features_elsewhere(tmp_path: Path) -> None:
+    run = _manifest_run(tmp_path)
+    checkpoint = run / "checkpoint-30"
+    before = sorted(p.name for p in checkpoint.iterdir())
+    out = tmp_path / "out"
+    with read_only_dir(checkpoint):
+        done = run_probe_cli("--checkpoint", run, "--output-dir", out, "--epochs", "2",
+                             "--no-tsne")  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert (
+            f"the checkpoint folder {str(checkpoint)!r} is not writable; caching features in "
+            f"{str(out)!r} (choose another folder with --cache-dir)" in done.stderr
+        )
+        # The caches carry the weights' fingerprint: one folder can hold several checkpoints'.
+        prefix = file_sha256(checkpoint / "backbone.pt")[:16]
+        caches = sorted(p.name for p in out.glob("*features-*.pt"))
+        assert caches == [
+            f"{prefix}-features-tabular-test.pt",
+            f"{prefix}-features-tabular-train.pt",
+        ]
+        train, _ = toy_splits(run)
+        stored = torch.load(out / caches[1], weights_only=True)
+        torch.testing.assert_close(stored["features"], hand_features(checkpoint, train.inputs))
+
+        cache = tmp_path / "cache"
+        run_main("--checkpoint", run, "--output-dir", out, "--cache-dir", cache, "--epochs", "2",
+                 "--no-tsne")  # fmt: skip
+        assert sorted(p.name for p in cache.iterdir()) == caches
+    assert sorted(p.name for p in checkpoint.iterdir()) == before
+    assert len(read_results(out / "results.csv")) == 2
+
+
+def test_unusable_output_or_cache_folder_is_one_line_before_any_work(
+    tabular_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    file, out = tmp_path / "file", tmp_path / "out"
+    file.write_text("x")
+    for argv in (
+        ["--output-dir", file / "sub"],
+        ["--output-dir", out, "--cache-dir", file / "sub"],
+    ):
+        message = _error(capsys, "--checkpoint", tabular_run, *argv)
+        assert message.count("\n") == 1 and "Traceback" not in message
+        option = argv[-2]
+        assert message == (
+            f"contrastkit-probe: error: {option} {str(file / 'sub')!r} cannot be created: "
+            f"{str(file)!r} is a file, not a folder\n"
+        )
+    assert list(out.iterdir()) == []  # checked before any work: nothing written
+    assert not list((tabular_run / "checkpoint-30").glob("*features-*"))
+
+
+def test_probe_on_a_truncated_backbone_exits_2_in_one_line(tmp_path: Path) -> None:
+    # Written before 0.2 (no record of the files in meta.json): torch.load fails, at 64 KiB with
+    # "[Errno 22] Invalid argument"; the message names the file and says it is damaged.
+    config = tabular_config(write_toy_csv(tmp_path / "toy.csv"))
+    config["model"]["backbone_kwargs"]["width"] = 256  # a backbone.pt of about 300 KB
+    run = write_run(tmp_path, config)
+    backbone = run / "checkpoint-30" / "backbone.pt"
+    assert backbone.stat().st_size > 65536
+    with backbone.open("r+b") as handle:
+        handle.truncate(65536)
+    done = run_probe_cli("--checkpoint", run, "--output-dir", tmp_path / "out")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith(
+        f"contrastkit-probe: error: checkpoint file {str(backbone)!r} cannot be read: it is "
+        "truncated or damaged (65536 bytes"
+    )
+
+
+def test_probe_checks_the_backbone_against_meta_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = _manifest_run(tmp_path)
+    backbone = run / "checkpoint-30" / "backbone.pt"
+    data = bytearray(backbone.read_bytes())
+    data[-100] ^= 0x01  # still loads as a state dict, with one weight changed
+    backbone.write_bytes(bytes(data))
+    folder = run / "checkpoint-30"
+    problem = "backbone.pt does not match its SHA-256 in meta.json (damaged or changed)"
+    message = _error(capsys, "--checkpoint", folder, "--output-dir", tmp_path / "out")
+    assert message == (
+        f"contrastkit-probe: error: checkpoint folder {str(folder)!r} is damaged: {problem}; "
+        "probe another checkpoint folder of the run\n"
+    )
+    message = _error(capsys, "--checkpoint", run, "--output-dir", tmp_path / "out")
+    assert message.splitlines() == [
+        f"contrastkit-probe: error: no checkpoint in {str(run)!r} passes its check (they are "
+        "left in place):",
+        f"  checkpoint-30: {problem}",
+        "pass one of its checkpoint folders that is intact, or another run directory",
+    ]
+
+
+def test_knn_k_above_the_labelled_samples(
+    tabular_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--label-fraction 0.05 leaves 16 labelled train samples: an explicit --knn-k 17 is an error
+    before any work; the defaults (20 200) become k=16, said in one note."""
+    fraction = ["--label-fraction", "0.05", "--no-tsne", "--epochs", "2"]
+    message = _error(capsys, "--checkpoint", tabular_run, "--output-dir", tmp_path / "a",
+                     "--knn-k", "5", "17", *fraction)  # fmt: skip
+    assert message == (
+        "contrastkit-probe: error: --knn-k=17 is larger than the 16 labelled train samples; "
+        "use --knn-k values <= 16\n"
+    )
+    assert not (tabular_run / "checkpoint-30" / "features-tabular-train.pt").exists()
+
+    out = tmp_path / "b"
+    run_main("--checkpoint", tabular_run, "--output-dir", out, *fraction)
+    assert (
+        "kNN with k=16 instead of the default 200: there are 16 labelled" in capsys.readouterr().err
+    )
+    row = read_results(out / "results.csv")[0]
+    assert row["knn_k"] == "16" and row["knn_top1_k20"] == ""
+    train, test = toy_splits(tabular_run)
+    labelled = label_fraction_indices(train.labels, 0.05, seed=0)
+    checkpoint = tabular_run / "checkpoint-30"
+    train_f = hand_features(checkpoint, train.inputs)[labelled]
+    expected = knn_accuracy(
+        train_f,
+        train.labels[labelled],
+        hand_features(checkpoint, test.inputs),
+        test.labels,
+        4,
+        k=16,
+    )
+    assert float(row["knn_top1"]) == pytest.approx(expected["top1"], abs=1e-9)

@@ -15,6 +15,7 @@ from contrastkit.pipelines.evaluation.report import (
     FIGURE_CAPTIONS,
     ReportSection,
     model_summary_markdown,
+    report_written_by,
     write_report,
 )
 from contrastkit.pipelines.evaluation.results import (
@@ -186,6 +187,22 @@ def test_report_without_figures_or_results(tmp_path):
         write_report(tmp_path, title="x", results_csv=tmp_path / "nope.csv")
     with pytest.raises(ValueError, match="title must be a non-empty string"):
         write_report(tmp_path, title=" ")
+
+
+def test_a_report_says_which_command_wrote_it(tmp_path):
+    append_results(tmp_path / "results.csv", {"method": "simclr"})
+    report = write_report(
+        tmp_path, title="Cmp", written_by="contrastkit-compare", include_results=False,
+        file_name="cmp.md",
+    )  # fmt: skip
+    assert report == tmp_path / "cmp.md"
+    lines = report.read_text().splitlines()
+    assert lines[0] == "# Cmp" and "## Results" not in lines  # results.csv left out
+    assert lines[-1] == "<!-- written by contrastkit-compare -->"  # not shown by markdown
+    assert report_written_by(report) == "contrastkit-compare"
+    plain = write_report(tmp_path, title="Probe")
+    assert "## Results" in plain.read_text() and report_written_by(plain) is None
+    assert report_written_by(tmp_path / "missing.md") is None
 
 
 def _probe_summary(model_section: dict) -> str:

@@ -11,7 +11,6 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import timm
 from torch import nn
 
 from contrastkit.backbones.imix_mlp import COVTYPE_INPUT_GROUPS, IMixMLP5
@@ -99,6 +98,8 @@ def check_backbone_name(name: str) -> None:
         raise ValueError(f"backbone name must be a str, got {name!r}; valid: {_valid_names_text()}")
     if name in _BUILDERS:
         return
+    import timm  # here: importing timm takes seconds, and only timm names need it
+
     if name.startswith(TIMM_PREFIX):
         model_name = name[len(TIMM_PREFIX) :]
         if timm.is_model(model_name):

@@ -1,6 +1,8 @@
 """TimmBackbone: any timm model as a feature extractor, optionally with a CIFAR stem.
 
 Weights come from timm's own pretrained mechanism (hub or local cache) or from a local file.
+timm is imported where it is used: it takes seconds (it loads torchvision and torch._dynamo),
+and a run on another backbone never needs it.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import timm
 import torch
 from torch import nn
 
@@ -22,6 +23,8 @@ _RESERVED_MODEL_KWARGS = ("num_classes", "pretrained", "in_chans", "pretrained_c
 
 def timm_name_suggestions(model_name: str, limit: int = 8) -> list[str]:
     """timm model names close to `model_name`: spelling neighbours first, then names containing it."""
+    import timm
+
     base = model_name.split(".", 1)[0]
     all_names = timm.list_models()
     close = difflib.get_close_matches(base, all_names, n=limit, cutoff=0.6)
@@ -77,6 +80,8 @@ class TimmBackbone(nn.Module):
         model_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        import timm
+
         if not isinstance(model_name, str) or not timm.is_model(model_name):
             raise ValueError(
                 f"unknown timm model {model_name!r}; close matches: "
@@ -150,6 +155,8 @@ def _classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
 
 def _load_local_weights(model: nn.Module, model_name: str, path: Path, cifar_stem: bool) -> None:
     """Load a local state_dict into `model` (already without classifier, stem already swapped)."""
+    import timm
+
     try:
         loaded = timm.models.load_state_dict(str(path), use_ema=False)
     except Exception as err:  # pickle, zip and safetensors each raise their own error types

@@ -40,11 +40,19 @@ def atomic_write(path: str | Path, write: Callable[[Path], Any], *, fsync: bool 
     return path
 
 
+# Text files a run leaves (config.yaml, metrics.csv, reports) are for everyone to read: asked
+# for explicitly, so the mode never depends on how the temporary was made. The umask still
+# applies (0644 under the usual 022; a user's stricter 077 gives 0600).
+TEXT_FILE_MODE = 0o644
+
+
 def write_text_atomic(path: str | Path, text: str, *, fsync: bool = False) -> Path:
-    """Write `text` (UTF-8, newlines as given) to `path` atomically."""
+    """Write `text` (UTF-8, newlines as given) to `path` atomically, mode TEXT_FILE_MODE less the
+    umask (0644 under the usual umask 022)."""
 
     def write(tmp: Path) -> None:
-        with tmp.open("x", encoding="utf-8", newline="") as handle:
+        descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, TEXT_FILE_MODE)
+        with open(descriptor, "w", encoding="utf-8", newline="") as handle:
             handle.write(text)
 
     return atomic_write(path, write, fsync=fsync)

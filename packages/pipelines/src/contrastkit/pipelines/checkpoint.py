@@ -1,19 +1,22 @@
-"""Run-directory checkpoints: `checkpoint-{step}/` folders written atomically, pruned to the last k,
-found again for `--resume`, and checked against the config of the run that wants to resume.
+"""Run-directory checkpoints: `checkpoint-{step}/` folders written atomically, checked against the
+sizes and SHA-256 sums their meta.json records, pruned to the last k (a folder that fails its check
+is moved aside, never deleted), restored after a save that a crash interrupted, found again for
+`--resume`, and checked against the config of the run that wants to resume.
 
 A checkpoint folder holds (names from `run_files`; see the package README):
     config.yaml          the resolved config of the run
     backbone.pt          torch.save(student_backbone.state_dict())
-    meta.json            {"step", "epoch", "batch_in_epoch", "method", "backbone", "world_size", ...}
     training_state.pt    model (student, heads, teacher, queue, online classifier), optimizer,
                          LR scheduler, grad scaler
     rank_state-{r}.pt    per process: python/numpy/torch/CUDA RNG, augment and i-Mix generators,
                          the running sums of the current metrics row and epoch
+    meta.json            written last: {"step", "epoch", "batch_in_epoch", "method", "backbone",
+                         "world_size", ..., "files": {name: {"bytes": N, "sha256": hex}}} with an
+                         entry for every other file of the folder (none before pipelines 0.2)
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Callable, Mapping
@@ -21,6 +24,18 @@ from pathlib import Path
 from typing import Any
 
 from contrastkit.pipelines.atomic import save_torch_atomic
+from contrastkit.pipelines.checkpoint_integrity import (
+    OLD_SUFFIX,
+    move_aside,
+    no_good_checkpoint_message,
+    recover_interrupted_saves,
+    skipped_note,
+    verify_checkpoint,
+    write_meta,
+)
+from contrastkit.pipelines.checkpoint_integrity import (
+    read_meta as read_meta,  # re-exported: callers read meta.json through this module
+)
 from contrastkit.pipelines.run_files import (
     CHECKPOINT_PREFIX,
     META_FILE,
@@ -53,6 +68,9 @@ RESUMABLE_CHANGES: frozenset[str] = frozenset(
 )
 
 
+# ---------------------------------------------------------------- finding checkpoint folders
+
+
 def checkpoint_step(path: str | Path) -> int | None:
     """The step of a `checkpoint-{step}` folder name, or None for any other name."""
     name = Path(path).name
@@ -68,88 +86,127 @@ def is_checkpoint(path: str | Path) -> bool:
     return checkpoint_step(path) is not None and (path / META_FILE).is_file()
 
 
-def list_checkpoints(run_dir: str | Path) -> list[Path]:
-    """The complete checkpoint folders of a run directory, oldest (lowest step) first."""
+def checkpoint_folders(run_dir: str | Path) -> list[Path]:
+    """Every folder of `run_dir` named checkpoint-<step>, complete or not, lowest step first."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         return []
-    found = [p for p in run_dir.iterdir() if p.is_dir() and is_checkpoint(p)]
+    found = [p for p in run_dir.iterdir() if p.is_dir() and checkpoint_step(p) is not None]
     return sorted(found, key=lambda p: checkpoint_step(p) or 0)
 
 
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """The complete checkpoint folders of a run directory (holding meta.json), oldest first."""
+    return [p for p in checkpoint_folders(run_dir) if is_checkpoint(p)]
+
+
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The checkpoint with the highest step in `run_dir`, or None."""
+    """The complete checkpoint with the highest step in `run_dir` (verified or not), or None."""
     found = list_checkpoints(run_dir)
     return found[-1] if found else None
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A run directory -> its latest checkpoint folder; a checkpoint folder -> itself.
+def newest_good_checkpoint(run_dir: str | Path) -> tuple[Path | None, list[tuple[Path, list[str]]]]:
+    """The newest checkpoint folder of `run_dir` that passes `verify_checkpoint` (None if none
+    does), and every newer checkpoint-<step> folder that does not, newest first, with its problems.
+    """
+    skipped: list[tuple[Path, list[str]]] = []
+    for folder in reversed(checkpoint_folders(run_dir)):
+        problems = verify_checkpoint(folder)
+        if not problems:
+            return folder, skipped
+        skipped.append((folder, problems))
+    return None, skipped
 
-    Raises FileNotFoundError when `path` does not exist or is a directory without checkpoints,
-    and ValueError when it is a file (a checkpoint is a folder).
+
+def resolve_checkpoint(path: str | Path, *, on_skip: Callable[[str], None] | None = None) -> Path:
+    """A run directory -> its newest checkpoint that verifies; a checkpoint folder -> itself
+    (unverified: call `verify_checkpoint` on it).
+
+    on_skip: called with `skipped_note(...)` for each newer checkpoint of a run directory that
+    fails its check. Raises FileNotFoundError when `path` does not exist, is an incomplete
+    checkpoint folder or a directory without checkpoints, and ValueError when it is a file (a
+    checkpoint is a folder) or a run directory whose every checkpoint fails its check.
     """
     path = Path(path).expanduser()
+    expected = (
+        f"expected a run directory holding {CHECKPOINT_PREFIX}<step>/ folders or one such folder"
+    )
     if not path.exists():
-        raise FileNotFoundError(
-            f"checkpoint path {str(path)!r} does not exist; expected a run directory holding "
-            f"{CHECKPOINT_PREFIX}<step>/ folders or one such folder"
-        )
+        raise FileNotFoundError(f"checkpoint path {str(path)!r} does not exist; {expected}")
     if not path.is_dir():
-        raise ValueError(
-            f"checkpoint path {str(path)!r} is a file; expected a run directory holding "
-            f"{CHECKPOINT_PREFIX}<step>/ folders or one such folder"
-        )
+        raise ValueError(f"checkpoint path {str(path)!r} is a file; {expected}")
     if is_checkpoint(path):
         return path
     if checkpoint_step(path) is not None:
         raise FileNotFoundError(
             f"{str(path)!r} is named like a checkpoint but has no {META_FILE}: it is incomplete"
         )
-    latest = latest_checkpoint(path)
-    if latest is None:
+    good, skipped = newest_good_checkpoint(path)
+    if good is None and any(is_checkpoint(folder) for folder, _ in skipped):
+        advice = "pass one of its checkpoint folders that is intact, or another run directory"
+        raise ValueError(no_good_checkpoint_message(path, skipped, advice))
+    if good is None:
         raise FileNotFoundError(
             f"no checkpoint in {str(path)!r}: expected {CHECKPOINT_PREFIX}<step>/ folders holding "
             f"{META_FILE} (or pass one checkpoint folder)"
         )
-    return latest
+    for folder, problems in skipped:
+        if on_skip is not None:
+            on_skip(skipped_note(folder, problems))
+    return good
 
 
-def read_meta(checkpoint: str | Path) -> dict[str, Any]:
-    """The meta.json of a checkpoint folder."""
-    path = Path(checkpoint) / META_FILE
-    try:
-        meta = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{str(path)!r} does not exist: not a checkpoint folder") from None
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{str(path)!r} is not valid JSON: {error}") from None
-    if not isinstance(meta, dict) or not {"step", "epoch"} <= set(meta):
-        raise ValueError(f"{str(path)!r} must be a JSON object with at least 'step' and 'epoch'")
-    return meta
+# ---------------------------------------------------------------- writing and pruning
 
 
-def prune_checkpoints(run_dir: str | Path, keep_last: int) -> list[Path]:
-    """Delete all but the newest `keep_last` checkpoints; returns the deleted folders."""
+def prune_checkpoints(
+    run_dir: str | Path, keep_last: int, *, upto_step: int | None = None
+) -> list[Path]:
+    """Remove all but the newest `keep_last` checkpoints; returns the removed folders.
+
+    A folder that fails `verify_checkpoint` is moved aside (`move_aside`) instead of deleted.
+    upto_step: consider only checkpoints of this step or lower (those of a run resumed from an
+    earlier checkpoint stay until the run reaches their step and saves it again).
+    """
     if keep_last < 1:
         raise ValueError(f"keep_last must be >= 1, got {keep_last}")
-    found = list_checkpoints(run_dir)
+    found = [
+        p
+        for p in list_checkpoints(run_dir)
+        if upto_step is None or (checkpoint_step(p) or 0) <= upto_step
+    ]
     removed = found[:-keep_last]
     for path in removed:
-        shutil.rmtree(path)
+        problems = verify_checkpoint(path)
+        if problems:
+            move_aside(path, problems)
+        else:
+            shutil.rmtree(path)
     return removed
 
 
 def remove_stale_temporaries(run_dir: str | Path) -> list[Path]:
-    """Delete `.tmp-checkpoint-*` folders that a crash during a save left behind."""
+    """After `recover_interrupted_saves` (main process only: it may also replace a damaged
+    checkpoint with a complete copy of the same step), delete the `.tmp-checkpoint-*` folders
+    left: saves a crash cut short, and copies a finished save replaced. Returns the deleted
+    folders."""
     run_dir = Path(run_dir)
+    recover_interrupted_saves(run_dir, replace_damaged=True)
     if not run_dir.is_dir():
         return []
-    stale = [
-        p for p in run_dir.iterdir() if p.is_dir() and p.name.startswith(TMP_CHECKPOINT_PREFIX)
-    ]
-    for path in stale:
+    stale = []
+    for path in sorted(run_dir.iterdir()):
+        if not (path.is_dir() and path.name.startswith(TMP_CHECKPOINT_PREFIX)):
+            continue
+        digits = path.name[len(TMP_CHECKPOINT_PREFIX) :].removesuffix(OLD_SUFFIX)
+        if (
+            path.name.endswith(OLD_SUFFIX)
+            and not (run_dir / checkpoint_dir_name(int(digits))).is_dir()
+        ):
+            continue  # a replaced copy is deleted only once its replacement is in place
         shutil.rmtree(path)
+        stale.append(path)
     return stale
 
 
@@ -163,16 +220,19 @@ def save_checkpoint(
     is_main: bool = True,
     barrier: Callable[[], None] = lambda: None,
     keep_last: int | None = None,
+    meta: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write `run_dir/checkpoint-{step}/` atomically, from every process of a run.
 
     The main process creates `run_dir/.tmp-checkpoint-{step}/`; every process writes its
     `rank_state-{rank}.pt` there; the main process calls `write_shared(tmp)` for the shared
-    files (meta.json last; written with `atomic.save_torch_atomic` / `write_text_atomic` and
-    fsync=True) and renames the folder into place (replacing an older folder of the
-    same step), then prunes to `keep_last`. A crash at any point leaves either the previous
-    checkpoints untouched or the new one complete. Every process must call this (it contains
-    barriers); returns the final folder.
+    files (written with `atomic.save_torch_atomic` / `write_text_atomic` and fsync=True), then
+    writes meta.json last with `write_meta` (when `meta` is given; else `write_shared` writes
+    it, without a manifest), and renames the folder into place, then prunes to `keep_last`.
+    An older folder of the same step is swapped out and deleted, or moved aside when it fails
+    its check. A crash at any point leaves the previous checkpoints untouched and the new one
+    either complete or absent (`recover_interrupted_saves`). Every process must call this (it
+    contains barriers); returns the final folder.
     """
     run_dir = Path(run_dir)
     tmp = run_dir / f"{TMP_CHECKPOINT_PREFIX}{step}"
@@ -187,20 +247,33 @@ def save_checkpoint(
     barrier()
     if is_main:
         write_shared(tmp)
-        if final.exists():
-            # Same step saved twice (e.g. a signal right at an epoch end): swap, then delete the old.
-            old = run_dir / f"{TMP_CHECKPOINT_PREFIX}{step}-old"
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, final)
+        if meta is not None:
+            write_meta(tmp, meta)  # after every process's rank file: the barrier above
+        _swap_in(tmp, final, step)
         if keep_last is not None:
-            prune_checkpoints(run_dir, keep_last)
+            prune_checkpoints(run_dir, keep_last, upto_step=step)
     barrier()
     return final
+
+
+def _swap_in(tmp: Path, final: Path, step: int) -> None:
+    """Rename the complete `tmp` to `final`; an existing `final` (the same step saved twice, e.g.
+    a signal right at an epoch end) is swapped out through `-old` and deleted, or moved aside
+    when it fails its check."""
+    if not final.exists():
+        os.replace(tmp, final)
+        return
+    problems = verify_checkpoint(final)
+    if problems:
+        move_aside(final, problems)
+        os.replace(tmp, final)
+        return
+    old = final.with_name(f"{TMP_CHECKPOINT_PREFIX}{step}{OLD_SUFFIX}")
+    if old.exists():
+        shutil.rmtree(old)  # left by an earlier swap that finished (`final` exists)
+    os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old)
 
 
 def _flatten(config: Mapping[str, Any]) -> dict[str, Any]:

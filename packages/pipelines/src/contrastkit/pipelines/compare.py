@@ -1,5 +1,5 @@
-"""Compare runs: overlay several runs' validation accuracy and loss per epoch on one figure, and
-print their results.csv rows as one markdown table.
+"""Compare runs: overlay several runs' validation accuracy and loss per epoch on one figure, print
+their results.csv rows as one markdown table, and write both into a report.md beside the figure.
 
 `python packages/pipelines/compare.py RUN_OR_CSV [RUN_OR_CSV ...] --output compare.png [--metric M ...]`
 """
@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from contrastkit.pipelines.compare_report import COMMAND, check_report_path, write_compare_report
 from contrastkit.pipelines.evaluation.results import (
     append_results,
     read_csv_table,
@@ -21,7 +22,16 @@ from contrastkit.pipelines.evaluation.results import (
     results_table_markdown,
 )
 from contrastkit.pipelines.plots import plot_compare
-from contrastkit.pipelines.run_files import COMPARE_FILE, HISTORY_FILE, METRICS_FILE, RESULTS_FILE
+from contrastkit.pipelines.plots._figure import check_accuracy_ylim, check_num_classes
+from contrastkit.pipelines.plots.chance import run_num_classes
+from contrastkit.pipelines.preflight import check_writable_dir, describe_os_error
+from contrastkit.pipelines.run_files import (
+    COMPARE_FILE,
+    HISTORY_FILE,
+    METRICS_FILE,
+    REPORT_FILE,
+    RESULTS_FILE,
+)
 
 # Shown by default in the printed table when present (the full rows hold more, e.g. checkpoint paths).
 TABLE_COLUMNS: tuple[str, ...] = (
@@ -54,12 +64,14 @@ class RunCurves:
     kind: "probe" (rows: epoch, train_loss, val_loss, val_top1, val_top5, ...) or "pretrain"
     (per-step rows, averaged here per epoch: loss, lr, knn_top1, knn_top5; `val_top1` is added as
     an alias of knn_top1, the pretrain run's validation accuracy: kNN on the test split).
+    num_classes: classes of the run's data when its folder says (`plots.chance.run_num_classes`).
     """
 
     label: str
     source: Path
     kind: str
     history: list[dict[str, float]]
+    num_classes: int | None = None
 
     def metric_names(self) -> list[str]:
         found: list[str] = []
@@ -137,7 +149,7 @@ def read_run_curves(path: str | Path, label: str | None = None) -> RunCurves:
     if not history:
         raise ValueError(f"{file} holds no rows yet")
     name = label or (path.name if path.is_dir() else file.parent.name) or str(file)
-    return RunCurves(name, file, kind, history)
+    return RunCurves(name, file, kind, history, run_num_classes(file.parent))
 
 
 def default_metrics(runs: Sequence[RunCurves]) -> tuple[str, ...]:
@@ -175,6 +187,12 @@ def merged_results_markdown(results_files: Sequence[Path], *, all_columns: bool 
         return results_table_markdown(merged, columns=columns)
 
 
+def shared_num_classes(runs: Sequence[RunCurves]) -> int | None:
+    """The number of classes the runs agree on (those that say), else None (no chance line)."""
+    found = {run.num_classes for run in runs if run.num_classes is not None}
+    return found.pop() if len(found) == 1 else None
+
+
 def compare(
     paths: Sequence[str | Path],
     output: str | Path | None,
@@ -183,6 +201,9 @@ def compare(
     labels: Sequence[str] | None = None,
     title: str = "Runs compared",
     all_columns: bool = False,
+    num_classes: int | None = None,
+    accuracy_ylim: str = "full",
+    report: str | Path | None = None,
 ) -> tuple[Path | None, str | None]:
     """Plot the curves of every run among `paths` and tabulate every results.csv among them.
 
@@ -192,12 +213,21 @@ def compare(
         output: PNG path of the figure (needed when some path has curves).
         metrics: per-epoch keys to plot, one panel each (default: see `default_metrics`).
         labels: legend labels, one per run with curves, in order (default: folder names).
+        num_classes: classes for the accuracy panels' chance line; None: the number the runs'
+            folders agree on (`shared_num_classes`), no line when they do not say or disagree.
+        accuracy_ylim: "full" (accuracy panels on 0-100 %) or "auto" (zoomed on the values).
+        report: where to write the report (figure, final numbers, results tables); None writes
+            none. An existing report.md of another command is never overwritten (ValueError).
 
     Returns:
         (the PNG written or None, the markdown table or None).
     """
     if not paths:
         raise ValueError("give at least one run folder, metrics.csv or results.csv")
+    check_accuracy_ylim(accuracy_ylim)
+    check_num_classes(num_classes)
+    if report is not None:
+        check_report_path(report)  # before anything is drawn
     runs: list[RunCurves] = []
     results: list[Path] = []
     for entry in paths:
@@ -223,22 +253,44 @@ def compare(
             run.label = label
     _unique_labels(runs)
 
-    png = None
+    chosen: tuple[str, ...] = ()
     if runs:
         if output is None:
             raise ValueError("--output PNG is needed to plot the runs' curves")
         chosen = tuple(metrics) if metrics else default_metrics(runs)
-        png = plot_compare(
-            {run.label: run.history for run in runs}, output, metrics=chosen, title=title
-        )
+        for run in runs:
+            missing = [metric for metric in chosen if metric not in run.metric_names()]
+            if missing:
+                raise ValueError(
+                    f"run {run.label!r} has no values for {missing}; its metrics: "
+                    f"{run.metric_names()}"
+                )
     table = merged_results_markdown(results, all_columns=all_columns) if results else None
+    # Every input is read and checked: now the folders written to, before anything is drawn.
+    if runs:
+        check_writable_dir(Path(output).parent, "--output folder")  # type: ignore[arg-type]
+    if report is not None:
+        check_writable_dir(Path(report).parent, "report folder")
+    png = None
+    if runs:
+        png = plot_compare(
+            {run.label: run.history for run in runs},
+            output,  # type: ignore[arg-type]
+            metrics=chosen,
+            title=title,
+            num_classes=num_classes if num_classes is not None else shared_num_classes(runs),
+            accuracy_ylim=accuracy_ylim,
+        )
+    if report is not None:
+        write_compare_report(report, title=title, png=png, runs=runs, metrics=chosen, table=table)
     return png, table
 
 
 _DESCRIPTION = (
     "Overlay several runs' validation accuracy and loss per epoch on one figure (probe "
     "metrics.csv: val_top1/val_loss; pretrain metrics.csv: knn_top1 as val_top1, loss), "
-    "and print the results.csv rows given as one markdown table."
+    "print the results.csv rows given as one markdown table, and write report.md beside the "
+    "figure (the figure, each run's final numbers, the results table)."
 )
 
 
@@ -260,6 +312,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--labels", nargs="+", help="legend labels, one per run with curves")
     parser.add_argument("--title", default="Runs compared", help="figure title")
     parser.add_argument("--all-columns", action="store_true", help="print every results.csv column")
+    parser.add_argument(
+        "--zoom",
+        action="store_true",
+        help="zoom accuracy panels on the values (default: 0-100 %% with the chance level)",
+    )
+    parser.add_argument(
+        "--num-classes",
+        type=int,
+        help="classes of the validation data, for the chance line (default: what the run "
+        "folders say: checkpoint meta.json, config.yaml or results.csv)",
+    )
+    parser.add_argument(
+        "--report",
+        help=f"markdown report to write (default: {REPORT_FILE} beside the --output PNG; "
+        "another command's report is never overwritten)",
+    )
     return parser
 
 
@@ -268,7 +336,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Returns the exit status: 0 done, 2 bad input.
     """
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.num_classes is not None and args.num_classes < 2:
+        parser.error(f"--num-classes must be >= 2, got {args.num_classes}")
+    report = Path(args.report) if args.report else Path(args.output).parent / REPORT_FILE
     try:
         png, table = compare(
             args.paths,
@@ -277,12 +349,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             labels=args.labels,
             title=args.title,
             all_columns=args.all_columns,
+            num_classes=args.num_classes,
+            accuracy_ylim="auto" if args.zoom else "full",
+            report=report,
         )
     except (FileNotFoundError, ValueError) as error:
-        print(f"contrastkit-compare: error: {error}", file=sys.stderr)
+        print(f"{COMMAND}: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # e.g. the disk filled up while writing
+        print(f"{COMMAND}: error: {describe_os_error(error)}", file=sys.stderr)
         return 2
     if table is not None:
         print(table, end="")
     if png is not None:
-        print(f"contrastkit-compare: wrote {png}", file=sys.stderr)
+        print(f"{COMMAND}: wrote {png}", file=sys.stderr)
+    print(f"{COMMAND}: wrote {report}", file=sys.stderr)
     return 0

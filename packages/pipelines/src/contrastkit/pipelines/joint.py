@@ -72,6 +72,13 @@ class JointTask(TrainingTask):
         self._summary = ""
         self._record: dict[str, Any] = {}
 
+    def progress_label(self, config: PretrainConfig) -> str:
+        """The progress bar's label: "joint supervised" when joint.ssl_weight is 0 (no method
+        is built or trained), else "joint <method>"."""
+        if _joint_config(config).joint.ssl_weight == 0:
+            return f"{self.name} supervised"
+        return f"{self.name} {config.method.name}"
+
     # ------------------------------------------------------------ the model
 
     def build_model(
@@ -190,8 +197,8 @@ def run_joint(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; exit status as `contrastkit-pretrain` (0 done, 1 non-finite loss,
-    2 bad input, 128 + signal number after SIGTERM/SIGINT)."""
+    """Command-line entry point; exit status as `contrastkit-pretrain` (0 done, or stopped by a
+    signal after a checkpoint; 1 non-finite loss; 2 bad input)."""
     return run_command(JointTask(), argv)
 
 

@@ -11,7 +11,8 @@ from typing import Any
 from torch import nn
 
 from contrastkit.backbones import model_summary
-from contrastkit.pipelines.config import JointTrainingConfig
+from contrastkit.pipelines.config import JointTrainingConfig, OptimizerConfig
+from contrastkit.pipelines.config.sections import LR_REFERENCE_BATCH
 from contrastkit.pipelines.evaluation.report import (
     ReportSection,
     model_summary_markdown,
@@ -23,6 +24,7 @@ from contrastkit.pipelines.evaluation.results import (
     write_history_csv,
 )
 from contrastkit.pipelines.joint_model import JointModel
+from contrastkit.pipelines.optim import scaled_lr
 from contrastkit.pipelines.run_files import (
     CURVES_FILE,
     HISTORY_FILE,
@@ -101,6 +103,10 @@ def write_epoch_outputs(
 def _draw(end: EpochEnd, history: Sequence[Mapping[str, Any]], has_ssl: bool) -> None:
     from contrastkit.pipelines.plots import plot_compare  # matplotlib: main process only
 
+    config: JointTrainingConfig = end.config  # type: ignore[assignment]
+    what = "Supervised baseline" if config.joint.ssl_weight == 0 else "Joint training"
+    classes = int(end.model.classifier.num_classes)  # type: ignore[union-attr]
+
     epochs = [_number(r["epoch"]) for r in history]
     train = [
         {"epoch": e, _ACCURACY: _number(r["train_top1"]), _CROSS_ENTROPY: _number(r["train_ce"])}
@@ -116,7 +122,8 @@ def _draw(end: EpochEnd, history: Sequence[Mapping[str, Any]], has_ssl: bool) ->
             {"train (augmented views)": train, "validation (test split)": val},
             end.run_dir / JOINT_CURVES_FILE,
             metrics=(_ACCURACY, _CROSS_ENTROPY),
-            title="Joint training: train and validation per epoch",
+            title=f"{what}: train and validation per epoch",
+            num_classes=classes if classes >= 2 else None,
         )
     if has_ssl:
         terms = {
@@ -163,9 +170,26 @@ def _write_results(end: EpochEnd, record: Mapping[str, Any]) -> None:
     )
 
 
+def peak_lr_text(optimizer: OptimizerConfig, global_batch: int) -> str:
+    """The learning rate as configured and as used at its peak (after warm-up), e.g.
+    "lr 0.05 -> peak 0.1 (scaled by batch 512/256)", or "lr 0.05 (not scaled by the batch)".
+
+    global_batch: samples per optimizer step over all processes and gradient-accumulation steps.
+    """
+    if not optimizer.scale_lr:
+        return f"lr {optimizer.lr:g} (not scaled by the batch)"
+    peak = scaled_lr(optimizer, global_batch)
+    return (
+        f"lr {optimizer.lr:g} -> peak {peak:g} "
+        f"(scaled by batch {global_batch}/{LR_REFERENCE_BATCH})"
+    )
+
+
 def _setting_lines(end: EpochEnd, history: Sequence[Mapping[str, Any]]) -> list[str]:
     config: JointTrainingConfig = end.config  # type: ignore[assignment]
     joint = config.joint
+    # As the training loop counts it: batch per process x processes x accumulated micro-batches.
+    global_batch = config.train.batch_size * end.accelerator.num_processes * config.train.grad_accum
     lines = [
         f"- objective: cross-entropy of a linear classifier on the backbone's features of "
         f"views[0] + {joint.ssl_weight:g} x {config.method.name} loss"
@@ -175,8 +199,8 @@ def _setting_lines(end: EpochEnd, history: Sequence[Mapping[str, Any]]) -> list[
         f"(augmentation `{config.data.augment}`, views[0] classified), "
         f"image size {config.data.image_size}",
         f"- epochs: {end.epoch} of {config.train.epochs}; batch {config.train.batch_size} "
-        f"per process; optimizer {config.optimizer.name}, lr {config.optimizer.lr:g} "
-        f"(scaled: {str(config.optimizer.scale_lr).lower()}); label smoothing "
+        f"per process; optimizer {config.optimizer.name}, "
+        f"{peak_lr_text(config.optimizer, global_batch)}; label smoothing "
         f"{joint.label_smoothing:g}",
     ]
     evaluated = [r for r in history if math.isfinite(_number(r["val_top1"]))]
@@ -217,4 +241,4 @@ def _write_report(end: EpochEnd, history: Sequence[Mapping[str, Any]], summary: 
         if config.joint.ssl_weight > 0
         else f"Supervised baseline: {config.model.backbone} on {config.data.dataset}"
     )
-    write_report(end.run_dir, title=title, sections=sections)
+    write_report(end.run_dir, title=title, sections=sections, written_by="contrastkit-joint")

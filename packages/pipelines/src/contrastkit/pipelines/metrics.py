@@ -1,19 +1,28 @@
 """The pretrain run's log: `metrics.csv` (always) and TensorBoard event files (when installed).
 
 One CSV row per logged step with a fixed header; a resumed run first drops the rows written
-after the checkpoint it resumes from, so the log reads as one uninterrupted run.
+after the checkpoint it resumes from, so the log reads as one uninterrupted run. TensorBoard is
+an install extra (`contrastkit-pipelines[tensorboard]`): imported at the first row, and when it
+is missing the logger says so once and writes the CSV only.
 """
 
 from __future__ import annotations
 
 import csv
+import importlib.util
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from contrastkit.pipelines.atomic import atomic_write
 from contrastkit.pipelines.run_files import METRICS_FILE, TENSORBOARD_DIR
+
+TENSORBOARD_MISSING = (
+    "note: tensorboard is not installed, so this run writes metrics.csv only "
+    "(pip install 'contrastkit-pipelines[tensorboard]' for TensorBoard logs)"
+)
 
 METRIC_COLUMNS: tuple[str, ...] = (
     "step",
@@ -50,7 +59,10 @@ class MetricsLogger:
     resume_step: None starts a new log (an old metrics.csv is replaced); a step keeps the rows
     with step <= resume_step and appends after them. Only the main process should create one.
     columns: the header (METRIC_COLUMNS for pretraining; joint training logs its own); a row may
-    leave any column out (written empty). tensorboard_prefix: the TensorBoard tag folder.
+    leave any column out (written empty). tensorboard: mirror the rows to `run_dir/tensorboard/`
+    when tensorboard is installed; when it is not, TENSORBOARD_MISSING is printed to stderr once
+    (at creation, or at the first row if the import fails there). tensorboard_prefix: the
+    TensorBoard tag folder.
     """
 
     def __init__(
@@ -83,13 +95,28 @@ class MetricsLogger:
         atomic_write(self.path, write)
         self._handle = open(self.path, "a", newline="")  # noqa: SIM115 - lives as long as the logger
         self._writer = csv.DictWriter(self._handle, fieldnames=self.columns)
-        self._tensorboard = (
-            _open_tensorboard(self.run_dir / TENSORBOARD_DIR, resume_step) if tensorboard else None
-        )
+        # The SummaryWriter is made at the first row: importing it costs seconds of start-up.
+        self._resume_step = resume_step
+        self._tensorboard: Any = None
+        self._tensorboard_wanted = tensorboard
+        if tensorboard and importlib.util.find_spec("tensorboard") is None:
+            self._tensorboard_off()
 
     @property
     def tensorboard_enabled(self) -> bool:
-        return self._tensorboard is not None
+        """TensorBoard events are (or, before the first row, will be) written."""
+        return self._tensorboard_wanted
+
+    def _tensorboard_off(self) -> None:
+        self._tensorboard_wanted = False
+        print(TENSORBOARD_MISSING, file=sys.stderr)
+
+    def _tensorboard_writer(self) -> Any:
+        if self._tensorboard is None and self._tensorboard_wanted:
+            self._tensorboard = _open_tensorboard(self.run_dir / TENSORBOARD_DIR, self._resume_step)
+            if self._tensorboard is None:
+                self._tensorboard_off()
+        return self._tensorboard
 
     def log(self, row: Mapping[str, Any]) -> None:
         """Write one row (keys from `columns`; `step` required) and flush it to disk."""
@@ -102,12 +129,13 @@ class MetricsLogger:
             raise ValueError(f"a metrics row needs a 'step', got {dict(row)}")
         self._writer.writerow({k: _format(row.get(k)) for k in self.columns})
         self._handle.flush()
-        if self._tensorboard is not None:
+        board = self._tensorboard_writer()
+        if board is not None:
             step = int(row["step"])
             for key, value in row.items():
                 if key not in ("step",) and isinstance(value, int | float) and value is not None:
-                    self._tensorboard.add_scalar(f"{self._prefix}/{key}", value, step)
-            self._tensorboard.flush()
+                    board.add_scalar(f"{self._prefix}/{key}", value, step)
+            board.flush()
 
     def close(self) -> None:
         self._handle.close()

@@ -135,8 +135,8 @@ def run_pretrain(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point. Returns the exit status: 0 done, 1 non-finite loss, 2 bad input,
-    128 + signal number when SIGTERM/SIGINT stopped the run (after saving a checkpoint)."""
+    """Command-line entry point. Returns the exit status: 0 done, or stopped by a signal or the
+    launcher's exit after saving a checkpoint; 1 non-finite loss; 2 bad input."""
     return run_command(PretrainTask(), argv)
 
 

@@ -49,11 +49,14 @@ from contrastkit.pipelines.evaluation import (
     write_history_csv,
     write_probe_report,
 )
+from contrastkit.pipelines.preflight import describe_os_error
 from contrastkit.pipelines.probe_cli import (
     build_parser,
     check_args,
     data_source,
+    probe_folders,
     probe_mode,
+    resolve_knn_k,
     training_options,
 )
 from contrastkit.pipelines.run_files import (
@@ -66,7 +69,6 @@ from contrastkit.pipelines.run_files import (
     REPORT_FILE,
     RESULTS_FILE,
     TSNE_FILE,
-    probe_dir_name,
 )
 from contrastkit.pipelines.training.accelerator import make_accelerator
 
@@ -207,7 +209,8 @@ def knn_mode(
     labelled: Tensor,
     device: torch.device,
 ) -> dict[int, dict[str, float]]:
-    """k -> weighted-kNN top-1/top-5 of the pretrained features, for every --knn-k and k=20."""
+    """k -> weighted-kNN top-1/top-5 of the pretrained features, for every k of args.knn_k (as
+    `resolve_knn_k` resolved it) and k=20 (when there are 20 labelled train samples)."""
     train, test = data.train, data.test
     train_features = features["train"].to(device)[labelled.to(device)]
     return {
@@ -220,7 +223,7 @@ def knn_mode(
             k=k,
             temperature=args.knn_temperature,
         )
-        for k in sorted(set(args.knn_k) | {20})
+        for k in sorted(set(args.knn_k) | ({20} if len(labelled) >= 20 else set()))
     }
 
 
@@ -244,14 +247,14 @@ def _write_pictures(
     device: torch.device,
 ) -> None:
     """metrics.csv and probe_curves.png of the training, t-SNE and the neighbour grid of the
-    pretrained features."""
-    # Imported here: matplotlib loads only when a picture is drawn, not with this module.
+    pretrained features (matplotlib is imported here, only when a picture is drawn)."""
     from contrastkit.pipelines.plots import plot_nn_grid, plot_probe_curves, plot_tsne
 
     history, train, test = trained.result.history, data.train, data.test
     write_history_csv(history, output_dir / METRICS_FILE)
     title = "Fine-tuning" if mode == "finetune" else "Linear probe"
-    plot_probe_curves(history, output_dir / PROBE_CURVES_FILE, title=title)
+    curves = output_dir / PROBE_CURVES_FILE
+    plot_probe_curves(history, curves, title=title, num_classes=train.num_classes)
     test_features = features["test"].to(device)
     if not args.no_tsne and len(test) >= 2:
         embedding = tsne_embedding(
@@ -298,7 +301,7 @@ def _results_row(
         "linear_top1": trained.result.top1,
         "wall_s": round(wall_s, 2),
         "top5": trained.result.top5,
-        "knn_top1_k20": knn[20]["top1"],
+        "knn_top1_k20": knn[20]["top1"] if 20 in knn else None,
         "knn_top5": knn[main_k]["top5"],
         "knn_k": main_k,
         "label_fraction": args.label_fraction,
@@ -328,12 +331,14 @@ def run_probe(
     mode = probe_mode(args)
     checkpoint = load_checkpoint(args.checkpoint)
     source = data_source(args, checkpoint)
-    output_dir = (
-        Path(args.output_dir) if args.output_dir else checkpoint.run_dir / probe_dir_name(source[0])
+    output_dir, cache_dir = probe_folders(
+        args, checkpoint, source[0], is_main=accelerator.is_main_process
     )
     backbone = build_backbone(checkpoint).to(accelerator.device)
     data = prepare_data(args, checkpoint, source, backbone)
-    # Identity-view features, extracted once by the main process, cached in the checkpoint folder.
+    labelled = label_fraction_indices(data.train.labels, args.label_fraction, args.seed)
+    args = resolve_knn_k(args, len(labelled), is_main=accelerator.is_main_process)
+    # Identity-view features, extracted once by the main process, cached in cache_dir.
     features: dict[str, Tensor] = {}
     if accelerator.is_main_process:
         with accelerator.autocast():
@@ -343,10 +348,10 @@ def run_probe(
                 data.transform, dataset=data.name, data_dir=data.data_dir,
                 view_dataset=data.view_dataset, seed=args.seed,
                 mixed_precision=str(accelerator.mixed_precision), progress=not args.no_progress,
+                cache_dir=cache_dir,
             )  # fmt: skip
     accelerator.wait_for_everyone()
 
-    labelled = label_fraction_indices(data.train.labels, args.label_fraction, args.seed)
     if mode == "linear":
         trained = linear_mode(args, data, features, labelled, accelerator)
     else:
@@ -355,7 +360,6 @@ def run_probe(
         return None
 
     # kNN, t-SNE and the grid describe the pretrained representation (cached features).
-    output_dir.mkdir(parents=True, exist_ok=True)
     knn = knn_mode(args, data, features, labelled, accelerator.device)
     _write_pictures(args, mode, trained, data, features, output_dir, accelerator.device)
     head = trained.result.head.cpu()
@@ -373,15 +377,14 @@ def run_probe(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line entry point (`contrastkit-probe`, `packages/pipelines/probe.py`).
-
-    Returns the exit status: 0 done, 2 bad input (the message says what was expected).
-    """
+    """Command line entry point (`contrastkit-probe`, `packages/pipelines/probe.py`); returns the
+    exit status: 0 done, 2 bad input or an unusable path (one line says what to fix)."""
     args = build_parser().parse_args(argv)
     try:
         outcome = run_probe(args)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"contrastkit-probe: error: {error}", file=sys.stderr)
+    except (ValueError, OSError) as error:  # an OSError from the system names its path
+        reason = describe_os_error(error) if isinstance(error, OSError) and error.errno else error
+        print(f"contrastkit-probe: error: {reason}", file=sys.stderr)
         return 2
     finally:
         if dist.is_available() and dist.is_initialized():

@@ -5,15 +5,21 @@ options, and the options resolved against the checkpoint (which data, which trai
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 from contrastkit.pipelines.data import DATASET_NAMES
+from contrastkit.pipelines.evaluation.knn import check_knn_k
 from contrastkit.pipelines.evaluation.linear_probe import SOLVER_DEFAULT_LR, SOLVERS
 from contrastkit.pipelines.evaluation.pretrained import CHECKPOINT_EXPECTED, PretrainedCheckpoint
+from contrastkit.pipelines.preflight import check_writable_dir, is_writable_dir
+from contrastkit.pipelines.run_files import probe_dir_name
 
 # Per probe mode (see `probe_mode`): what --epochs, --lr and --weight-decay default to.
 DEFAULT_EPOCHS = {"linear": 100, "augment": 30, "finetune": 30}
 DEFAULT_LR = {"augment": 0.1, "finetune": 0.05}
 DEFAULT_WEIGHT_DECAY = {"linear": 0.0, "augment": 0.0, "finetune": 5e-4}
+DEFAULT_KNN_K = (20, 200)  # --knn-k when not given
 
 
 def probe_mode(args: argparse.Namespace) -> str:
@@ -40,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--output-dir", help="where results and pictures go (default: <run dir>/probe-<dataset>)"
+    )
+    parser.add_argument(
+        "--cache-dir",
+        help="where the feature caches go (default: the checkpoint folder, or the output folder "
+        "when the checkpoint folder is not writable)",
     )
     parser.add_argument(
         "--data",
@@ -115,8 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--knn-k",
         type=int,
         nargs="+",
-        default=[20, 200],
-        help="kNN neighbour counts (default: 20 200)",
+        help="kNN neighbour counts, each at most the labelled train samples (default: 20 200, "
+        "capped at the labelled train samples)",
     )
     parser.add_argument(
         "--knn-temperature", type=float, default=0.1, help="kNN vote temperature (default: 0.1)"
@@ -151,7 +162,7 @@ def check_args(args: argparse.Namespace) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {value}")
     if args.weight_decay is not None and args.weight_decay < 0:
         raise ValueError(f"--weight-decay must be >= 0, got {args.weight_decay}")
-    if any(k < 1 for k in args.knn_k):
+    if args.knn_k is not None and any(k < 1 for k in args.knn_k):
         raise ValueError(f"--knn-k values must be >= 1, got {args.knn_k}")
     if args.seed < 0:
         raise ValueError(f"--seed must be >= 0, got {args.seed}")
@@ -194,3 +205,56 @@ def data_source(args: argparse.Namespace, checkpoint: PretrainedCheckpoint) -> t
             f"--data-dir is required for --data {name!r} (the pretrain data was {checkpoint.dataset!r})"
         )
     return name, checkpoint.data_dir
+
+
+def probe_folders(
+    args: argparse.Namespace, checkpoint: PretrainedCheckpoint, dataset: str, *, is_main: bool
+) -> tuple[Path, Path]:
+    """(output folder, feature cache folder), both checked to be writable folders (and created)
+    before anything heavy starts: a PathProblem (ValueError) naming the option and path otherwise.
+
+    The output folder is --output-dir, else <run dir>/probe-<dataset>. The cache folder is
+    --cache-dir, else the checkpoint folder, else (a read-only checkpoint folder, said in one
+    note on the main process) the output folder.
+    """
+    if args.output_dir:
+        output_dir = check_writable_dir(args.output_dir, "--output-dir")
+    else:
+        default = checkpoint.run_dir / probe_dir_name(dataset)
+        output_dir = check_writable_dir(default, "the probe's output folder (--output-dir)")
+    if args.cache_dir:
+        return output_dir, check_writable_dir(args.cache_dir, "--cache-dir")
+    if is_writable_dir(checkpoint.path):
+        return output_dir, checkpoint.path
+    if is_main:
+        print(
+            f"contrastkit-probe: the checkpoint folder {str(checkpoint.path)!r} is not writable; "
+            f"caching features in {str(output_dir)!r} (choose another folder with --cache-dir)",
+            file=sys.stderr,
+            flush=True,
+        )
+    return output_dir, output_dir
+
+
+def resolve_knn_k(args: argparse.Namespace, bank_size: int, *, is_main: bool) -> argparse.Namespace:
+    """A copy of `args` whose knn_k is the sorted k values of the probe's kNN among `bank_size`
+    labelled train samples.
+
+    --knn-k as given, each checked to be at most `bank_size` (ValueError naming the option and
+    both numbers otherwise, before any feature is extracted); without it, DEFAULT_KNN_K capped
+    at `bank_size`, with a one-line note (main process) when the cap applies.
+    """
+    if args.knn_k is not None:
+        for k in args.knn_k:
+            check_knn_k(k, bank_size, k_name="--knn-k", bank="labelled train samples",
+                        fix=f"use --knn-k values <= {bank_size}")  # fmt: skip
+        return argparse.Namespace(**{**vars(args), "knn_k": sorted(set(args.knn_k))})
+    if max(DEFAULT_KNN_K) > bank_size and is_main:
+        print(
+            f"contrastkit-probe: kNN with k={min(max(DEFAULT_KNN_K), bank_size)} instead of the "
+            f"default {max(DEFAULT_KNN_K)}: there are {bank_size} labelled train samples",
+            file=sys.stderr,
+            flush=True,
+        )
+    capped = sorted({min(k, bank_size) for k in DEFAULT_KNN_K})
+    return argparse.Namespace(**{**vars(args), "knn_k": capped})

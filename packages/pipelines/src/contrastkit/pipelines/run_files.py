@@ -2,7 +2,8 @@
 
 A pretrain or joint run directory (`train.output_dir`):
     config.yaml, metrics.csv, curves.png, tensorboard/, checkpoint-{step}/ (and, for joint runs,
-    history.csv, joint_curves.png, loss_terms.png, results.csv, report.md, model_summary.md).
+    history.csv, joint_curves.png, loss_terms.png, results.csv, report.md, model_summary.md), and
+    .lock while a run is writing into it (who holds it: pid, host, start time, command).
 A checkpoint folder: config.yaml, backbone.pt, meta.json, training_state.pt, rank_state-{r}.pt
 (and classifier.pt for joint runs), and the probe's feature caches. A probe output folder:
 results.csv, report.md, metrics.csv (its per-epoch history), probe_curves.png, tsne.png,
@@ -22,6 +23,7 @@ REPORT_FILE = "report.md"
 MODEL_SUMMARY_FILE = "model_summary.md"
 JOINT_CURVES_FILE = "joint_curves.png"
 LOSS_TERMS_FILE = "loss_terms.png"
+LOCK_FILE = ".lock"  # flock-ed by the main process of the run writing here (training.run_lock)
 
 # ---------------------------------------------------------------- checkpoint folders
 CHECKPOINT_PREFIX = "checkpoint-"

@@ -2,10 +2,12 @@
 construction, read from YAML with `section.field=value` overrides, saved resolved as config.yaml.
 
 sections.py holds the dataclasses, checks.py the field checks they run, yaml_io.py the dicts,
-YAML files and overrides. Method-specific defaults come from the method registry
-(`contrastkit.pipelines.methods`).
+YAML files and overrides, early_checks.py what the command line checks before importing torch.
+Method-specific defaults come from the method registry (`contrastkit.pipelines.methods`).
+Importing this package loads no torch; building a config does (the method registry).
 """
 
+from contrastkit.pipelines.config.early_checks import check_raw_config
 from contrastkit.pipelines.config.sections import (
     DATASETS,
     DEFAULT_IMAGE_SIZE,
@@ -52,6 +54,7 @@ __all__ = [
     "PretrainConfig",
     "TrainConfig",
     "apply_overrides",
+    "check_raw_config",
     "config_from_dict",
     "config_sections",
     "config_to_dict",

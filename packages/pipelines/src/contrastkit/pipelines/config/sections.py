@@ -1,8 +1,11 @@
 """The pretrain (and joint training) config sections: one dataclass per YAML section, validated on
 construction, and the two whole-run configs built from them.
 
-`JointTrainingConfig` is the pretrain config plus a `joint:` section. Method-specific defaults
-(temperature, momentum, augment recipe, ISD presets) come from the method registry.
+Each field's own rule (a choice, a bound) is declared beside it as metadata (config/checks.py);
+`__post_init__` checks the fields, then what involves several. `JointTrainingConfig` is the
+pretrain config plus a `joint:` section. Method-specific defaults (temperature, momentum, augment
+recipe, ISD presets) come from the method registry, which imports torch: building a MethodConfig
+or a whole config loads it, importing this module does not.
 """
 
 from __future__ import annotations
@@ -10,9 +13,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from contrastkit.backbones import TABULAR_BACKBONE_NAMES
-from contrastkit.pipelines.config.checks import check_choice, check_min, check_types, field_error
-from contrastkit.pipelines.methods import METHODS, method_class
+from contrastkit.pipelines import methods
+from contrastkit.pipelines.config.checks import (
+    above,
+    at_least,
+    check_fields,
+    field_error,
+    one_of,
+    rule,
+)
 
 IMIX_KINDS: tuple[str, ...] = ("none", "mixup", "cutmix")
 OPTIMIZER_NAMES: tuple[str, ...] = ("sgd", "lars", "adamw")
@@ -23,50 +32,48 @@ DEFAULT_IMAGE_SIZE = {"cifar10": 32, "cifar100": 32}
 LR_REFERENCE_BATCH = 256  # scale_lr: lr * global_batch / 256 (Goyal et al. 2017)
 TABULAR_AUGMENT = "identity_views"  # rows have no augmentation of their own: both views are the row
 
+# Rules several fields share.
+_IN_0_1 = rule(lambda value: 0.0 <= value <= 1.0, "in [0, 1]")
+_IN_0_1_OPEN = rule(lambda value: 0.0 <= value < 1.0, "in [0, 1)")
+
+
+def _methods_with(flag: str) -> list[str]:
+    """The registered methods whose class sets `flag` (e.g. supports_imix), for messages."""
+    return [name for name, cls in methods.METHODS.items() if getattr(cls, flag)]
+
 
 @dataclass
 class MethodConfig:
     """`method:` which objective, and its hyper-parameters (fields a method does not use are ignored)."""
 
+    # Checked on the registry (and by the command line first on methods.method_names()).
     name: str = "simclr"
-    temperature: float | None = None
-    queue_size: int = 4096
-    momentum: float | None = None
-    momentum_final: float | None = None
-    student_temperature: float | None = None
-    teacher_temperature: float | None = None
+    temperature: float | None = field(default=None, metadata=above(0.0))
+    queue_size: int = field(default=4096, metadata=at_least(1))
+    momentum: float | None = field(default=None, metadata=_IN_0_1)
+    momentum_final: float | None = field(default=None, metadata=_IN_0_1)
+    student_temperature: float | None = field(default=None, metadata=above(0.0))
+    teacher_temperature: float | None = field(default=None, metadata=above(0.0))
     isd_plus: bool = False
-    imix: str = "none"
-    imix_alpha: float = 1.0
+    imix: str = field(default="none", metadata=one_of(IMIX_KINDS))
+    imix_alpha: float = field(default=1.0, metadata=above(0.0))
     symmetric: bool = False
     separate_forwards: bool = False
 
     def __post_init__(self) -> None:
         s = "method"
-        check_types(self, s)
-        method = method_class(self.name)
-        check_choice(s, "imix", self.imix, IMIX_KINDS)
+        check_fields(self, s)
+        method = methods.method_class(self.name)
         if self.imix != "none" and not method.supports_imix:
-            imix_methods = [name for name, cls in METHODS.items() if cls.supports_imix]
             raise ValueError(
-                f"method.imix={self.imix!r} is defined only for methods {imix_methods} "
+                f"method.imix={self.imix!r} is defined only for methods {_methods_with('supports_imix')} "
                 f"(i-Mix mixes the query of an in-batch or queue contrast), got method.name={self.name!r}; "
                 "use method.imix=none"
             )
-        check_min(s, "imix_alpha", self.imix_alpha, 0.0, strict=True)
-        check_min(s, "queue_size", self.queue_size, 1, strict=False)
-        check_min(s, "temperature", self.temperature, 0.0, strict=True)
-        check_min(s, "student_temperature", self.student_temperature, 0.0, strict=True)
-        check_min(s, "teacher_temperature", self.teacher_temperature, 0.0, strict=True)
-        for name in ("momentum", "momentum_final"):
-            value = getattr(self, name)
-            if value is not None and not 0.0 <= value <= 1.0:
-                raise field_error(s, name, value, "in [0, 1]")
         if self.symmetric and not method.supports_symmetric:
-            symmetric = [name for name, cls in METHODS.items() if cls.supports_symmetric]
             raise ValueError(
                 f"method.symmetric=true (both directions, one queue each) is defined for methods "
-                f"{symmetric}, got method.name={self.name!r}"
+                f"{_methods_with('supports_symmetric')}, got method.name={self.name!r}"
             )
         if self.isd_plus and method.isd_plus_temperatures is None:
             raise ValueError(
@@ -101,55 +108,43 @@ class MethodConfig:
 class ModelConfig:
     """`model:` the backbone (any name `contrastkit.backbones.create_backbone` knows) and the heads."""
 
-    backbone: str = "resnet18_cifar"
+    backbone: str = field(default="resnet18_cifar", metadata=rule(bool, "a backbone name"))
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)
-    projection_hidden_dim: int = 2048
-    projection_dim: int = 128
-    projection_layers: int = 2
+    projection_hidden_dim: int = field(default=2048, metadata=at_least(1))
+    projection_dim: int = field(default=128, metadata=at_least(1))
+    # 0 layers: no projection head, the backbone's features are the embeddings (ISD).
+    projection_layers: int = field(default=2, metadata=at_least(0))
     projection_batch_norm: bool = True
     projection_output_batch_norm: bool = False
-    prediction_hidden_dim: int = 512
+    prediction_hidden_dim: int = field(default=512, metadata=at_least(1))
     channels_last: bool = True
     compile: bool = False
     sync_bn: bool = False
 
     def __post_init__(self) -> None:
-        s = "model"
-        check_types(self, s)
-        if not self.backbone:
-            raise field_error(s, "backbone", self.backbone, "a backbone name")
-        for name in ("projection_hidden_dim", "projection_dim"):
-            check_min(s, name, getattr(self, name), 1, strict=False)
-        # 0 layers: no projection head, the backbone's features are the embeddings (ISD).
-        check_min(s, "projection_layers", self.projection_layers, 0, strict=False)
-        check_min(s, "prediction_hidden_dim", self.prediction_hidden_dim, 1, strict=False)
+        check_fields(self, "model")
 
 
 @dataclass
 class DataConfig:
     """`data:` what to train on and how views are made."""
 
-    dataset: str = "cifar10"
+    dataset: str = field(default="cifar10", metadata=one_of(DATASETS))
     data_dir: str = "data"
-    image_size: int | None = None
-    train_subset: int | None = None
+    image_size: int | None = field(default=None, metadata=at_least(1))
+    train_subset: int | None = field(default=None, metadata=at_least(1))
     augment: str | None = None
     augment_options: dict[str, Any] = field(default_factory=dict)
     download: bool = False
     tabular_options: dict[str, Any] = field(default_factory=dict)
-    loader: str = "auto"
-    num_workers: int = 4
-    knn_train_subset: int | None = None
-    knn_test_subset: int | None = None
+    loader: str = field(default="auto", metadata=one_of(LOADERS))
+    num_workers: int = field(default=4, metadata=at_least(0))
+    knn_train_subset: int | None = field(default=None, metadata=at_least(1))
+    knn_test_subset: int | None = field(default=None, metadata=at_least(1))
+    skip_bad_images: bool = False
 
     def __post_init__(self) -> None:
-        s = "data"
-        check_types(self, s)
-        check_choice(s, "dataset", self.dataset, DATASETS)
-        check_choice(s, "loader", self.loader, LOADERS)
-        for name in ("image_size", "train_subset", "knn_train_subset", "knn_test_subset"):
-            check_min(s, name, getattr(self, name), 1, strict=False)
-        check_min(s, "num_workers", self.num_workers, 0, strict=False)
+        check_fields(self, "data")
         if self.dataset != "tabular" and self.tabular_options:
             raise ValueError(
                 f"data.tabular_options is only for data.dataset=tabular, got data.dataset={self.dataset!r}"
@@ -169,48 +164,47 @@ class DataConfig:
             self.loader = "dataloader" if self.dataset == "image_folder" else "device"
 
 
+def _increasing_positive(epochs: tuple[float, ...]) -> bool:
+    return all(e > 0 for e in epochs) and list(epochs) == sorted(set(epochs))
+
+
 @dataclass
 class OptimizerConfig:
     """`optimizer:` the update rule; weight decay never applies to biases and norm-layer parameters."""
 
-    name: str = "sgd"
-    lr: float = 0.06
+    name: str = field(default="sgd", metadata=one_of(OPTIMIZER_NAMES))
+    lr: float = field(default=0.06, metadata=above(0.0))
     scale_lr: bool = True
-    weight_decay: float = 5e-4
-    momentum: float = 0.9
+    weight_decay: float = field(default=5e-4, metadata=at_least(0.0))
+    momentum: float = field(default=0.9, metadata=_IN_0_1_OPEN)
     nesterov: bool = False
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    lars_eta: float = 0.02
+    betas: tuple[float, float] = field(
+        default=(0.9, 0.999),
+        metadata=rule(lambda b: all(0.0 <= x < 1.0 for x in b), "two numbers in [0, 1)"),
+    )
+    eps: float = field(default=1e-8, metadata=above(0.0))
+    lars_eta: float = field(default=0.02, metadata=above(0.0))
     clip_lr: bool = False
     exclude_bias_and_norm: bool = True
-    schedule: str = "warmup_cosine"
-    final_lr_fraction: float = 0.0
-    lr_decay_epochs: tuple[float, ...] = ()
-    lr_decay_factor: float = 0.2
+    schedule: str = field(default="warmup_cosine", metadata=one_of(SCHEDULES))
+    final_lr_fraction: float = field(default=0.0, metadata=_IN_0_1)
+    lr_decay_epochs: tuple[float, ...] = field(
+        default=(), metadata=rule(_increasing_positive, "increasing epochs > 0")
+    )
+    lr_decay_factor: float = field(
+        default=0.2, metadata=rule(lambda value: 0.0 < value <= 1.0, "in (0, 1]")
+    )
 
     def __post_init__(self) -> None:
         s = "optimizer"
-        check_types(self, s)
-        check_choice(s, "name", self.name, OPTIMIZER_NAMES)
-        check_min(s, "lr", self.lr, 0.0, strict=True)
-        check_min(s, "weight_decay", self.weight_decay, 0.0, strict=False)
-        check_min(s, "eps", self.eps, 0.0, strict=True)
-        check_min(s, "lars_eta", self.lars_eta, 0.0, strict=True)
-        if not 0.0 <= self.momentum < 1.0:
-            raise field_error(s, "momentum", self.momentum, "in [0, 1)")
+        check_fields(self, s)
         if self.nesterov and self.momentum == 0.0:
             raise ValueError("optimizer.nesterov=true needs optimizer.momentum > 0, got 0.0")
-        if not all(0.0 <= b < 1.0 for b in self.betas):
-            raise field_error(s, "betas", list(self.betas), "two numbers in [0, 1)")
-        if not 0.0 <= self.final_lr_fraction <= 1.0:
-            raise field_error(s, "final_lr_fraction", self.final_lr_fraction, "in [0, 1]")
         if self.clip_lr and self.name != "lars":
             raise ValueError(
                 f"optimizer.clip_lr=true clips LARS's layer-wise rate and needs optimizer.name=lars, "
                 f"got optimizer.name={self.name!r}"
             )
-        check_choice(s, "schedule", self.schedule, SCHEDULES)
         epochs = list(self.lr_decay_epochs)
         if self.schedule == "step" and not epochs:
             raise field_error(
@@ -226,48 +220,43 @@ class OptimizerConfig:
                 f"optimizer.lr_decay_epochs={epochs} is used by optimizer.schedule=step only, "
                 f"got optimizer.schedule={self.schedule!r}"
             )
-        if any(e <= 0 for e in epochs) or epochs != sorted(set(epochs)):
-            raise field_error(s, "lr_decay_epochs", epochs, "increasing epochs > 0")
-        if not 0.0 < self.lr_decay_factor <= 1.0:
-            raise field_error(s, "lr_decay_factor", self.lr_decay_factor, "in (0, 1]")
 
 
 @dataclass
 class TrainConfig:
     """`train:` the loop, checkpoints and monitoring. Mixed precision is accelerate's flag."""
 
-    epochs: int = 200
-    batch_size: int = 512
-    warmup_epochs: float = 10.0
-    grad_accum: int = 1
-    clip_grad: float | None = None
-    seed: int = 0
-    log_every: int = 50
-    checkpoint_every: int = 1000
-    keep_last: int = 3
-    knn_every: int = 10
-    knn_k: int = 200
-    knn_temperature: float = 0.1
+    epochs: int = field(default=200, metadata=at_least(1))
+    batch_size: int = field(default=512, metadata=at_least(1))
+    warmup_epochs: float = field(default=10.0, metadata=at_least(0.0))
+    grad_accum: int = field(default=1, metadata=at_least(1))
+    clip_grad: float | None = field(default=None, metadata=above(0.0))
+    seed: int = field(default=0, metadata=at_least(0))
+    log_every: int = field(default=50, metadata=at_least(1))
+    checkpoint_every: int = field(default=1000, metadata=at_least(0))
+    keep_last: int = field(default=3, metadata=at_least(1))
+    knn_every: int = field(default=10, metadata=at_least(0))
+    knn_k: int = field(default=200, metadata=at_least(1))
+    knn_temperature: float = field(default=0.1, metadata=above(0.0))
     online_linear: bool = False
-    output_dir: str = "runs/pretrain"
+    output_dir: str = field(default="runs/pretrain", metadata=rule(bool, "a directory path"))
     progress_bar: bool = True
 
     def __post_init__(self) -> None:
-        s = "train"
-        check_types(self, s)
-        for name in ("epochs", "batch_size", "grad_accum", "log_every", "keep_last", "knn_k"):
-            check_min(s, name, getattr(self, name), 1, strict=False)
-        for name in ("checkpoint_every", "knn_every", "seed"):
-            check_min(s, name, getattr(self, name), 0, strict=False)
-        check_min(s, "warmup_epochs", self.warmup_epochs, 0.0, strict=False)
-        check_min(s, "clip_grad", self.clip_grad, 0.0, strict=True)
-        check_min(s, "knn_temperature", self.knn_temperature, 0.0, strict=True)
+        check_fields(self, "train")
         if self.warmup_epochs > self.epochs:
-            raise field_error(
-                s, "warmup_epochs", self.warmup_epochs, f"<= train.epochs ({self.epochs})"
+            # Typically a shipped config shortened with train.epochs=N alone: say the whole fix.
+            raise ValueError(
+                f"train.warmup_epochs must be <= train.epochs ({self.epochs}), got "
+                f"{self.warmup_epochs}; to shorten a run set both, e.g. "
+                f"train.epochs={self.epochs} train.warmup_epochs={_shorter_warmup(self.epochs)}"
             )
-        if not self.output_dir:
-            raise field_error(s, "output_dir", self.output_dir, "a directory path")
+
+
+def _shorter_warmup(epochs: int) -> float | int:
+    """A warm-up for an `epochs`-long run: a tenth of it (rounded to 0.1), 0 below 1 epoch."""
+    tenth = round(epochs / 10, 1)
+    return 0 if tenth < 0.1 else tenth
 
 
 @dataclass
@@ -275,17 +264,12 @@ class JointConfig:
     """`joint:` supervised + self-supervised training (`joint.py`):
     loss = CE(classifier(backbone(views[0])), labels) + ssl_weight * the method's loss."""
 
-    ssl_weight: float = 1.0
-    label_smoothing: float = 0.0
-    eval_every: int = 1
+    ssl_weight: float = field(default=1.0, metadata=at_least(0.0))
+    label_smoothing: float = field(default=0.0, metadata=_IN_0_1_OPEN)
+    eval_every: int = field(default=1, metadata=at_least(1))
 
     def __post_init__(self) -> None:
-        s = "joint"
-        check_types(self, s)
-        check_min(s, "ssl_weight", self.ssl_weight, 0.0, strict=False)
-        check_min(s, "eval_every", self.eval_every, 1, strict=False)
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise field_error(s, "label_smoothing", self.label_smoothing, "in [0, 1)")
+        check_fields(self, "joint")
 
 
 SECTIONS: dict[str, type] = {
@@ -311,9 +295,12 @@ class PretrainConfig:
         for name, cls in SECTIONS.items():
             if not isinstance(getattr(self, name), cls):
                 raise ValueError(f"{name} must be a {cls.__name__}, got {getattr(self, name)!r}")
+        # The backbone names live with the backbones (torch): imported here, not at module import.
+        from contrastkit.backbones import TABULAR_BACKBONE_NAMES
+
         tabular = self.data.dataset == "tabular"
         if self.data.augment is None:
-            method = method_class(self.method.name)
+            method = methods.method_class(self.method.name)
             self.data.augment = TABULAR_AUGMENT if tabular else method.default_augment
         if self.method.imix == "cutmix" and tabular:
             raise ValueError(

@@ -16,9 +16,13 @@ from typing import Any
 
 import yaml
 
+from contrastkit.pipelines import methods
 from contrastkit.pipelines.atomic import write_text_atomic
 from contrastkit.pipelines.config.sections import SECTIONS, MethodConfig, PretrainConfig
-from contrastkit.pipelines.methods import METHODS
+
+# The sections a method's preset may fill. The others (data, train, joint) never depend on the
+# method, so the command line can check them whole before the method registry (torch) loads.
+PRESET_SECTIONS: tuple[str, ...] = ("method", "model", "optimizer")
 
 
 def config_sections(config_class: type[PretrainConfig] = PretrainConfig) -> dict[str, type]:
@@ -62,6 +66,17 @@ def config_from_dict(
     match) and for any invalid value (naming `section.field`, the value and what is allowed).
     """
     known = config_sections(config_class)
+    raw = checked_sections(data, known)
+    _apply_method_preset(raw, known)
+    return config_class(**{name: known[name](**values) for name, values in raw.items()})
+
+
+def checked_sections(
+    data: Mapping[str, Any] | None, known: Mapping[str, type]
+) -> dict[str, dict[str, Any]]:
+    """`data` as {section: {field: value}} (a copy; None and empty sections as {}), after checking
+    that it is a mapping of the `known` sections, each a mapping of its fields (ValueError
+    listing the valid keys, with the closest match, otherwise)."""
     data = {} if data is None else data
     if not isinstance(data, Mapping):
         raise ValueError(f"a config must be a mapping of sections {list(known)}, got {data!r}")
@@ -77,8 +92,7 @@ def config_from_dict(
             if key not in valid:
                 raise _unknown_key(str(key), valid, f"section {name!r}")
         raw[name] = dict(values)
-    _apply_method_preset(raw, known)
-    return config_class(**{name: known[name](**values) for name, values in raw.items()})
+    return raw
 
 
 _PRESET_DEPENDENTS: dict[str, tuple[str, ...]] = {
@@ -92,9 +106,14 @@ def _apply_method_preset(raw: dict[str, dict[str, Any]], known: Mapping[str, typ
     config sets win; an unknown method name is left for MethodConfig to report."""
     method = raw.get("method", {})
     name = method.get("name", MethodConfig.name)
-    if name not in METHODS:
+    if name not in methods.METHODS:
         return
-    for section, fields in METHODS[name].preset(method).items():
+    for section, fields in methods.METHODS[name].preset(method).items():
+        if section not in PRESET_SECTIONS:
+            raise TypeError(
+                f"method {name!r} presets section {section!r}; a preset may fill only "
+                f"{list(PRESET_SECTIONS)} (the command line checks the others before loading methods)"
+            )
         if section not in known:
             continue
         values = raw.setdefault(section, {})
@@ -122,7 +141,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as error:
-        raise ValueError(f"the value of override {text!r} is not valid YAML: {error}") from None
+        raise ValueError(
+            f"the value of override {text!r} is not valid YAML: {_yaml_problem(error)}"
+        ) from None
     return path, value
 
 
@@ -165,12 +186,18 @@ def apply_overrides(
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """The raw mapping in a YAML config file (FileNotFoundError / ValueError when unusable)."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"config file {str(path)!r} is a folder; give a YAML file")
     if not path.is_file():
         raise FileNotFoundError(f"config file {str(path)!r} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError(f"config file {str(path)!r} is not UTF-8 text; give a YAML file") from None
     except yaml.YAMLError as error:
-        raise ValueError(f"config file {str(path)!r} is not valid YAML: {error}") from None
+        raise ValueError(
+            f"config file {str(path)!r} is not valid YAML: {_yaml_problem(error)}"
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, Mapping):
@@ -178,6 +205,15 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
             f"config file {str(path)!r} must hold a mapping of sections {list(SECTIONS)}, got {type(data).__name__}"
         )
     return dict(data)
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """A YAML parse error in one line: where (1-based line and column, as an editor shows) and what."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None)
+    if mark is None or problem is None:
+        return " ".join(str(error).split())
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
 
 
 def load_config(
@@ -199,5 +235,6 @@ def config_to_yaml(config: PretrainConfig) -> str:
 
 
 def save_config(config: PretrainConfig, path: str | Path) -> Path:
-    """Write the resolved config as YAML, atomically (a reader sees the old file or the new one)."""
+    """Write the resolved config as YAML, atomically (a reader sees the old file or the new one),
+    readable by all: mode 0644 under the usual umask 022 (`write_text_atomic`)."""
     return write_text_atomic(path, config_to_yaml(config))

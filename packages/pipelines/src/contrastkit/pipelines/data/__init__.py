@@ -16,6 +16,7 @@ from contrastkit.pipelines.data.datasets import (
     balanced_subset,
     load_dataset,
 )
+from contrastkit.pipelines.data.image_folder import UnreadableImagesError
 
 __all__ = [
     "AUGMENT_DATASET",
@@ -25,6 +26,7 @@ __all__ = [
     "ImageFolderDataset",
     "InMemoryDataset",
     "LoaderBatches",
+    "UnreadableImagesError",
     "balanced_subset",
     "epoch_permutation",
     "load_dataset",

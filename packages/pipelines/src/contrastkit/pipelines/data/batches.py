@@ -225,8 +225,23 @@ class LoaderBatches:
     def _iterate(self, epoch: int, start_batch: int) -> Iterator[tuple[Tensor, Tensor]]:
         # Set here, not in epoch(): the sampler is read when the DataLoader starts, at the first next().
         self._sampler.epoch, self._sampler.start_batch = epoch, start_batch
-        for inputs, labels in self._loader:
-            yield (
-                inputs.to(self.device, non_blocking=True),
-                labels.to(self.device, non_blocking=True),
-            )
+        try:
+            for inputs, labels in self._loader:
+                yield (
+                    inputs.to(self.device, non_blocking=True),
+                    labels.to(self.device, non_blocking=True),
+                )
+        except ValueError as error:
+            message = _worker_error_message(str(error))
+            if message is None:
+                raise
+            raise ValueError(message) from None
+
+
+def _worker_error_message(text: str) -> str | None:
+    """The dataset's own message of a ValueError a DataLoader worker raised (the DataLoader wraps
+    it in the worker's traceback), so the command prints it as one line; None for other errors."""
+    marker = "\nValueError: "
+    if not text.startswith("Caught ValueError in DataLoader worker") or marker not in text:
+        return None
+    return text.rsplit(marker, 1)[1].strip()

@@ -13,10 +13,16 @@ from torch.utils.data import Dataset
 
 from contrastkit.pipelines.data.cifar import read_cifar
 from contrastkit.pipelines.data.image_folder import (
+    SKIP_FLAG,
     decode_image,
     find_image_files,
     image_folder_root,
+    non_image_note,
+    note,
     resize_square,
+    skipped_note,
+    unreadable_error,
+    unreadable_images,
 )
 from contrastkit.pipelines.data.tabular import TABULAR_OPTIONS, read_tabular
 
@@ -125,6 +131,8 @@ def load_dataset(
     *,
     image_size: int | None = None,
     download: bool = False,
+    skip_bad_images: bool = False,
+    verbose: bool = True,
     **tabular_options: Any,
 ) -> InMemoryDataset:
     """Load a whole split into memory (on the CPU).
@@ -143,6 +151,10 @@ def load_dataset(
         held-out split. Images are decoded as RGB with torchvision.io, the shorter side resized to `image_size`
         (bilinear, antialias) and center-cropped to uint8 (3, image_size, image_size). Everything is decoded into
         memory (a tqdm bar shows progress for >= 1000 files); use ImageFolderDataset + LoaderBatches for large folders.
+        Files that cannot be read (checked before decoding, see ImageFolderDataset, then decoded) are all
+        listed in one UnreadableImagesError (a ValueError); `skip_bad_images=True` leaves them out with a
+        one-line warning instead. Files with other extensions are counted in one warning line. `verbose=False`
+        silences the warnings and progress bars (e.g. on all but the main process).
     tabular: `data_dir` is a CSV or gzip CSV file with a header line and numeric feature columns; float32 (N, F)
         features, labels remapped to 0..C-1 in sorted order of the train split's label values (numeric order when
         all are integers), `classes` = those values as strings. `image_size` is ignored. Options:
@@ -167,6 +179,10 @@ def load_dataset(
         raise ValueError(
             f"unknown tabular option(s) {unknown}; valid options: {list(TABULAR_OPTIONS)}"
         )
+    if skip_bad_images and name != "image_folder":
+        raise ValueError(
+            f"skip_bad_images=True is only for image_folder (the others are single files), got name={name!r}"
+        )
     if download and name not in ("cifar10", "cifar100"):
         raise ValueError(
             f"download=True is only supported for cifar10 and cifar100, got name={name!r}"
@@ -187,24 +203,42 @@ def load_dataset(
             raise ValueError(
                 "image_size is required for image_folder (images of any size are resized to it)"
             )
-        return _decode_image_folder(ImageFolderDataset(data_dir, image_size, split=split))
+        folder = ImageFolderDataset(
+            data_dir, image_size, split=split, skip_bad_images=skip_bad_images, verbose=verbose
+        )
+        return _decode_image_folder(folder, verbose)
     features, labels, classes = read_tabular(data_dir, split, **tabular_options)
     return InMemoryDataset(features, labels, classes, "tabular")
 
 
-def _decode_image_folder(folder: ImageFolderDataset) -> InMemoryDataset:
-    """Every image of `folder` decoded into one uint8 (N, 3, S, S) tensor (S = folder.image_size)."""
-    size = folder.image_size
-    images = torch.empty((len(folder), 3, size, size), dtype=torch.uint8)
+def _decode_image_folder(folder: ImageFolderDataset, verbose: bool) -> InMemoryDataset:
+    """Every image of `folder` decoded into one uint8 (N, 3, S, S) tensor (S = folder.image_size).
+
+    Files that fail to decode (damaged after a good header) are all listed in one ValueError, or
+    left out with a warning line when the folder skips bad images."""
     from tqdm.auto import tqdm
 
+    size = folder.image_size
+    images = torch.empty((len(folder), 3, size, size), dtype=torch.uint8)
+    bad: list[tuple[Path, str]] = []
+    keep = torch.ones(len(folder), dtype=torch.bool)
+    show = verbose and len(folder) >= _PROGRESS_MIN_FILES
     for i in tqdm(
-        range(len(folder)),
-        desc=f"decoding {folder.root}",
-        disable=len(folder) < _PROGRESS_MIN_FILES,
+        range(len(folder)), desc=f"decoding {folder.root}", disable=None if show else True
     ):
-        images[i] = folder[i][0]
-    return InMemoryDataset(images, folder.labels.clone(), list(folder.classes), "image")
+        path = folder.samples[i][0]
+        try:
+            images[i] = decode_image(path, size)
+        except ValueError as error:
+            bad.append((path, str(error).removeprefix(f"cannot decode image {path}: ")))
+            keep[i] = False
+    if bad and not folder.skip_bad_images:
+        raise unreadable_error(folder.root, bad, len(folder))
+    if bad and verbose:
+        note(skipped_note(folder.root, bad, len(folder)))
+    if not bool(keep.any()):
+        raise ValueError(f"no image under {folder.root} could be decoded")
+    return InMemoryDataset(images[keep], folder.labels[keep], list(folder.classes), "image")
 
 
 class ImageFolderDataset(Dataset):
@@ -213,16 +247,54 @@ class ImageFolderDataset(Dataset):
 
     `dataset[i]` is (uint8 (3, image_size, image_size), int label). With `split` given, `root` is resolved
     like `load_dataset("image_folder", root, split)` (root/train, root/test or root/val when present).
-    Attributes: root (the class-folder root), classes, samples [(path, label)], labels int64 (N,).
+
+    At construction every file is checked without decoding it (`image_folder.unreadable_images`:
+    its header, a PNG's checksums, the end of a JPEG / GIF / WebP; a progress bar for >= 1000
+    files on a terminal). Unreadable files are all listed in one UnreadableImagesError (a
+    ValueError), or, with `skip_bad_images=True`, left out with a one-line warning (their classes
+    stay, so labels match the other splits). A file whose pixels fail to decode later raises a ValueError naming
+    it, or with `skip_bad_images` is replaced by the next readable sample (a warning per file).
+    Files with other extensions than IMAGE_EXTENSIONS are counted in one warning line.
+    verbose=False silences warnings and bars (e.g. on all but the main process).
+
+    Attributes: root (the class-folder root), classes, samples [(path, label)], labels int64 (N,),
+    skipped [(path, reason)] (unreadable files left out), non_image_files [path].
     """
 
-    def __init__(self, root: str | Path, image_size: int, *, split: str | None = None) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        image_size: int,
+        *,
+        split: str | None = None,
+        skip_bad_images: bool = False,
+        verbose: bool = True,
+    ) -> None:
         if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
             raise ValueError(f"image_size must be a positive int, got {image_size!r}")
         self.root = image_folder_root(Path(root).expanduser(), split)
         self.image_size = image_size
-        self.classes, self.samples = find_image_files(self.root)
+        self.skip_bad_images = bool(skip_bad_images)
+        self.verbose = verbose
+        self.classes, samples, self.non_image_files = find_image_files(self.root)
+        if self.non_image_files and verbose:
+            note(non_image_note(self.root, self.non_image_files))
+        show = verbose and len(samples) >= _PROGRESS_MIN_FILES
+        self.skipped = unreadable_images(
+            [path for path, _ in samples], progress=show, desc=f"checking {self.root}"
+        )
+        if self.skipped and not self.skip_bad_images:
+            raise unreadable_error(self.root, self.skipped, len(samples))
+        if self.skipped:
+            bad = {path for path, _ in self.skipped}
+            if verbose:
+                note(skipped_note(self.root, self.skipped, len(samples)))
+            samples = [sample for sample in samples if sample[0] not in bad]
+            if not samples:
+                raise ValueError(f"no readable image under {self.root}: every file was skipped")
+        self.samples = samples
         self.labels = torch.tensor([label for _, label in self.samples], dtype=torch.int64)
+        self._warned: set[Path] = set()
 
     @property
     def num_classes(self) -> int:
@@ -232,17 +304,30 @@ class ImageFolderDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
-        path, label = self.samples[index]
-        return decode_image(path, self.image_size), label
+        for offset in range(len(self.samples)):
+            path, label = self.samples[(index + offset) % len(self.samples)]
+            try:
+                return decode_image(path, self.image_size), label
+            except ValueError as error:
+                if not self.skip_bad_images:
+                    raise ValueError(
+                        f"{error}; its header was readable, its pixels are not: fix or remove "
+                        f"the file, or set {SKIP_FLAG} to replace it by the next image"
+                    ) from None
+                if self.verbose and path not in self._warned:
+                    self._warned.add(path)
+                    note(f"warning: {error}; replaced by the next image ({SKIP_FLAG})")
+        raise ValueError(f"no image under {self.root} could be decoded")
 
 
-def balanced_subset(labels: Tensor, size: int, seed: int) -> Tensor:
+def balanced_subset(labels: Tensor, size: int, seed: int, *, name: str = "size") -> Tensor:
     """Sorted int64 indices (size,), on the CPU, of a class-balanced random subset of `labels` (int (N,)).
 
     The C classes are the distinct label values present. Each gets size // C samples and the first
     size % C classes (in increasing label order) one more; within a class the samples are the first
     ones of a torch.randperm drawn from a CPU generator seeded with `seed`, classes in increasing order.
-    The result depends only on (labels, size, seed).
+    The result depends only on (labels, size, seed). name: what errors call `size` (e.g.
+    "data.train_subset"), so a message names the setting the user wrote.
     """
     if (
         not isinstance(labels, Tensor)
@@ -252,17 +337,18 @@ def balanced_subset(labels: Tensor, size: int, seed: int) -> Tensor:
     ):
         raise ValueError(f"labels must be a 1-D integer tensor, got {_describe(labels)}")
     if isinstance(size, bool) or not isinstance(size, int):
-        raise ValueError(f"size must be an int, got {size!r}")
+        raise ValueError(f"{name} must be an int, got {size!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed must be an int, got {seed!r}")
     labels = labels.detach().cpu()
     values, counts = torch.unique(labels, return_counts=True)
     num_classes = len(values)
     if size > len(labels):
-        raise ValueError(f"size={size} is larger than the dataset ({len(labels)} samples)")
+        raise ValueError(f"{name}={size} is larger than the dataset ({len(labels)} samples)")
     if size < num_classes:
         raise ValueError(
-            f"size={size} is smaller than the number of classes ({num_classes}); each class needs >= 1"
+            f"{name}={size} is smaller than the number of classes ({num_classes}); a class-balanced "
+            f"subset needs at least one sample of each: use {name} >= {num_classes}"
         )
     per_class = torch.full((num_classes,), size // num_classes, dtype=torch.int64)
     per_class[: size % num_classes] += 1
@@ -270,7 +356,7 @@ def balanced_subset(labels: Tensor, size: int, seed: int) -> Tensor:
     if len(short):
         c = int(short[0])
         raise ValueError(
-            f"class {int(values[c])} has only {int(counts[c])} samples but a balanced subset of size={size} "
+            f"class {int(values[c])} has only {int(counts[c])} samples but a balanced subset of {name}={size} "
             f"over {num_classes} classes needs {int(per_class[c])} from it"
         )
     generator = torch.Generator().manual_seed(seed)

@@ -23,12 +23,31 @@ TABULAR_OPTIONS: tuple[str, ...] = (
 )
 
 
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
 def _read_lines(path: Path) -> list[str]:
+    """The file's text lines (gzip detected by its first two bytes), trailing blank lines dropped.
+
+    A file named *.gz that is not gzip, a damaged gzip stream and text that is not UTF-8 are
+    ValueErrors naming the file (not a parse error about the garbage read from it)."""
     with open(path, "rb") as file:
-        is_gzip = file.read(2) == b"\x1f\x8b"
+        is_gzip = file.read(2) == _GZIP_MAGIC
+    if path.suffix.lower() == ".gz" and not is_gzip:
+        raise ValueError(
+            f"{path} is not a gzip file (it does not start with the gzip bytes 1f 8b); "
+            "re-compress it with gzip, or drop the .gz from its name if it is a plain CSV"
+        )
     opener = gzip.open if is_gzip else open
-    with opener(path, "rt", encoding="utf-8", newline="") as file:
-        lines = file.read().splitlines()
+    try:
+        with opener(path, "rt", encoding="utf-8", newline="") as file:
+            lines = file.read().splitlines()
+    except (OSError, EOFError) as error:  # gzip.BadGzipFile is an OSError
+        raise ValueError(f"{path} is a damaged gzip file: {error}") from None
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{path} is not UTF-8 text (byte {error.start}: {error.reason}); save it as UTF-8 CSV"
+        ) from None
     while lines and not lines[-1].strip():
         lines.pop()
     return lines
@@ -108,9 +127,8 @@ def _read_table(
     """Every data row of the file: features float64 (N, F) and the label column as strings (N,)."""
     lines = _read_lines(path)
     if len(lines) < 2:
-        raise ValueError(
-            f"{path} needs a header line and at least one data row, found {len(lines)} lines"
-        )
+        found = "the file is empty" if not lines else "it has only a header line"
+        raise ValueError(f"{path} needs a header line and at least one data row; {found}")
     columns = [_unquote(name) for name in lines[0].split(delimiter)]
     rows = lines[1:]
     for row_number, row in enumerate(rows, start=2):
@@ -146,7 +164,8 @@ def _read_table(
             ndmin=2,
         )
     except ValueError as error:
-        raise ValueError(f"{path}: feature columns must be numeric: {error}") from error
+        message = _first_bad_cell(path, rows, delimiter, columns, feature_indices)
+        raise ValueError(message or f"{path}: feature columns must be numeric: {error}") from None
     bad_rows, bad_columns = np.nonzero(~np.isfinite(features))
     if len(bad_rows):
         row, column = bad_rows[0], feature_indices[bad_columns[0]]
@@ -166,6 +185,27 @@ def _read_table(
     if len(empty):
         raise ValueError(f"{path} line {empty[0] + 2}: the label column {label_name!r} is empty")
     return features, raw_labels
+
+
+def _first_bad_cell(
+    path: Path, rows: list[str], delimiter: str, columns: list[str], feature_indices: list[int]
+) -> str | None:
+    """The message for the first feature cell that is not a number, by file line (1-based, the
+    header is line 1, as an editor shows it) and column name; None if Python reads every cell.
+    Only run once numpy has failed, so the common case pays nothing."""
+    for row_number, row in enumerate(rows, start=2):
+        cells = row.split(delimiter)
+        for index in feature_indices:
+            text = _unquote(cells[index])
+            try:
+                float(text)
+            except ValueError:
+                found = "is empty" if not text else f"is {text!r}"
+                return (
+                    f"{path} line {row_number}, column {columns[index]!r}: the cell {found}; "
+                    "feature columns must be numeric (fill the cell, or list the column in drop_columns)"
+                )
+    return None
 
 
 def _train_rows(

@@ -1,11 +1,10 @@
-"""The probe's feature cache: a split's frozen backbone features stored in the checkpoint folder,
-keyed by everything that shapes them (the weights' sha256, the data, the view), so a probe
-rerun reads them back instead of running the backbone again.
+"""The probe's feature cache: a split's frozen backbone features stored in the checkpoint folder
+(or another cache folder), keyed by everything that shapes them (the weights' sha256, the data,
+the view), so a probe rerun reads them back instead of running the backbone again.
 """
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -15,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from contrastkit.pipelines.atomic import save_torch_atomic
+from contrastkit.pipelines.checkpoint_integrity import file_sha256
 from contrastkit.pipelines.evaluation.features import extract_features, view_size
 from contrastkit.pipelines.run_files import BACKBONE_FILE, feature_cache_file
 
@@ -27,20 +27,24 @@ CACHE_FORMAT = 1
 FEATURE_BATCH = 512
 
 
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def feature_cache_path(
-    checkpoint_dir: Path, dataset: str, split: str, subset: int | None, seed: int
+    cache_dir: Path,
+    dataset: str,
+    split: str,
+    subset: int | None,
+    seed: int,
+    *,
+    backbone_sha256: str | None = None,
 ) -> Path:
-    """`<checkpoint>/features-<dataset>-<split>[-n<subset>-s<seed>].pt` (run_files.feature_cache_file)."""
-    return Path(checkpoint_dir) / feature_cache_file(dataset, split, subset, seed)
+    """`<cache_dir>/features-<dataset>-<split>[-n<subset>-s<seed>].pt` (run_files.feature_cache_file).
+
+    backbone_sha256: given for a cache folder other than the checkpoint's own, which may hold the
+    caches of several checkpoints: the name starts with its first 16 hex digits, so each
+    checkpoint keeps its own files instead of replacing another's.
+    """
+    name = feature_cache_file(dataset, split, subset, seed)
+    prefix = f"{backbone_sha256[:16]}-" if backbone_sha256 else ""
+    return Path(cache_dir) / f"{prefix}{name}"
 
 
 def cache_key(
@@ -123,15 +127,18 @@ def checkpoint_features(
     seed: int,
     mixed_precision: str,
     progress: bool = False,
+    cache_dir: Path | None = None,
 ) -> dict[str, Tensor]:
     """split -> (N, D) float32 CPU features of the checkpoint's backbone, through its cache.
 
-    Each split's cache is `feature_cache_path(checkpoint_dir, dataset, split, subset, seed)`,
-    keyed (`cache_key`) with the sha256 of the folder's backbone.pt.
+    Each split's cache is `feature_cache_path(cache_dir, dataset, split, subset, seed)` (names
+    prefixed with the weights' sha256 outside the checkpoint folder), keyed (`cache_key`) with
+    the sha256 of the folder's backbone.pt.
 
     Args:
         backbone: the checkpoint's backbone, on the device to run it on.
         splits: split name -> (its data, the --train/--test-subset size it was drawn with or None).
+        cache_dir: the folder the caches go in (default: the checkpoint folder).
         transform: the identity view of a batch (`features.identity_transform`).
         dataset, data_dir, view_dataset, mixed_precision: what else shapes the features (the key).
     """
@@ -143,7 +150,11 @@ def checkpoint_features(
             image_size=view_size(data), view_dataset=view_dataset, num_samples=len(data),
             mixed_precision=mixed_precision,
         )  # fmt: skip
-        path = feature_cache_path(checkpoint_dir, dataset, split, subset, seed)
+        own = cache_dir is None or Path(cache_dir).resolve() == Path(checkpoint_dir).resolve()
+        path = feature_cache_path(
+            checkpoint_dir if cache_dir is None else cache_dir, dataset, split, subset, seed,
+            backbone_sha256=None if own else fingerprint,
+        )  # fmt: skip
         features[split], _ = cached_features(
             backbone, data.inputs, transform, path, key, progress=progress
         )

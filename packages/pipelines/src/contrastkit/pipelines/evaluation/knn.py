@@ -20,6 +20,25 @@ def _check_positive_int(name: str, value: int) -> None:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
+def check_knn_k(
+    k: int,
+    bank_size: int,
+    *,
+    k_name: str = "k",
+    bank: str = "train samples (rows of train_features)",
+    fix: str | None = None,
+) -> None:
+    """Raise ValueError unless k <= bank_size, naming both numbers and the fix.
+
+    k: neighbours asked for; bank_size: the train samples they are searched among. k_name, bank:
+    how the message names them (e.g. "train.knn_k", "training samples in the kNN bank");
+    fix: what to do (default: "use {k_name} <= {bank_size}").
+    """
+    if k > bank_size:
+        fix = fix if fix is not None else f"use {k_name} <= {bank_size}"
+        raise ValueError(f"{k_name}={k} is larger than the {bank_size} {bank}; {fix}")
+
+
 def _cosine_topk(
     query_features: Tensor, train_features: Tensor, k: int, chunk_size: int
 ) -> tuple[Tensor, Tensor]:
@@ -48,8 +67,8 @@ def nearest_neighbours(
 
     Args:
         query_features: (Nq, D) float features.
-        train_features: (N, D) float features on the same device; k must be <= N.
-        k: neighbours per query.
+        train_features: (N, D) float features on the same device.
+        k: neighbours per query, 1 <= k <= N (ValueError otherwise).
         chunk_size: queries handled per similarity matmul (bounds memory to chunk_size x N).
 
     Returns:
@@ -61,10 +80,7 @@ def nearest_neighbours(
     check_same_space("train_features", train_features, "query_features", query_features)
     _check_positive_int("k", k)
     _check_positive_int("chunk_size", chunk_size)
-    if k > train_features.shape[0]:
-        raise ValueError(
-            f"k={k} is larger than the number of train samples ({train_features.shape[0]})"
-        )
+    check_knn_k(k, train_features.shape[0])
     return _cosine_topk(query_features, train_features, k, chunk_size)[1]
 
 
@@ -86,15 +102,16 @@ def knn_predict(
     row sums to 1. The division changes no prediction and lets the weights be computed as
     exp((sim - max sim) / T), which never overflows float32, whatever the temperature.
 
-    k larger than the number of train samples N is clamped to N (every train sample votes),
-    the rule solo-learn and lightly use when a small validation set meets the default k=200.
+    k larger than the number of train samples N is a ValueError naming both (see `check_knn_k`):
+    silently voting with fewer neighbours than asked would report a different classifier. A
+    caller that wants every train sample to vote passes k=N.
 
     Args:
         train_features: (N, D) float features of the labelled set.
         train_labels: (N,) integer class indices in [0, num_classes); moved to the features' device.
         query_features: (Nq, D) float features on the same device as `train_features`.
         num_classes: number of classes C.
-        k: neighbours per query (>= 1; clamped to N).
+        k: neighbours per query, 1 <= k <= N.
         temperature: T > 0 of the vote weights.
         chunk_size: queries per similarity matmul; memory is chunk_size x N floats.
 
@@ -116,8 +133,8 @@ def knn_predict(
         raise ValueError(f"temperature must be a number > 0, got {temperature!r}")
     if train_features.shape[0] == 0:
         raise ValueError("train_features is empty (shape (0, D)); kNN needs at least one sample")
+    check_knn_k(k, train_features.shape[0])
 
-    k = min(k, train_features.shape[0])
     labels = train_labels.to(device=train_features.device, dtype=torch.int64)
     sims, indices = _cosine_topk(query_features, train_features, k, chunk_size)
     # Rows are sorted, so column 0 is each row's max similarity.

@@ -5,16 +5,18 @@ dataset's inputs can go through it.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
 from torch import Tensor, nn
 
 from contrastkit.backbones import create_backbone
 from contrastkit.pipelines.checkpoint import read_meta, resolve_checkpoint
+from contrastkit.pipelines.checkpoint_integrity import load_torch_file, verify_checkpoint
 from contrastkit.pipelines.config import read_config_file
 from contrastkit.pipelines.evaluation.features import extract_features
 from contrastkit.pipelines.run_files import (
@@ -109,8 +111,14 @@ class PretrainedCheckpoint:
         return self.path.parent if self.path.name.startswith(CHECKPOINT_PREFIX) else self.path
 
 
+def _say(text: str) -> None:
+    if int(os.environ.get("RANK", "0")) == 0:  # every process reads the checkpoint
+        print(text, file=sys.stderr, flush=True)
+
+
 def find_checkpoint(path: str | Path) -> Path:
-    """The checkpoint folder `path` names: itself, or the latest checkpoint of a run directory.
+    """The checkpoint folder `path` names: itself, or the newest checkpoint of a run directory
+    that passes its check (a note on stderr names each newer one skipped, and why).
 
     Raises FileNotFoundError saying what was expected when `path` is neither.
     """
@@ -124,8 +132,8 @@ def find_checkpoint(path: str | Path) -> Path:
             f"--checkpoint {str(path)!r} is a file; expected {CHECKPOINT_EXPECTED}"
         )
     try:
-        folder = Path(resolve_checkpoint(path))
-    except (FileNotFoundError, ValueError) as error:
+        folder = resolve_checkpoint(path, on_skip=lambda note: _say(f"--checkpoint: {note}"))
+    except FileNotFoundError as error:  # (a ValueError lists damaged checkpoints: said as is)
         raise FileNotFoundError(
             f"--checkpoint: {error}; a checkpoint folder holds {BACKBONE_FILE}, {CONFIG_FILE} "
             f"and {META_FILE}"
@@ -139,8 +147,18 @@ def find_checkpoint(path: str | Path) -> Path:
 
 
 def load_checkpoint(path: str | Path) -> PretrainedCheckpoint:
-    """Resolve `path` (run directory or checkpoint folder) and read its config.yaml and meta.json."""
+    """Resolve `path` (run directory or checkpoint folder) and read its config.yaml and meta.json.
+
+    config.yaml and backbone.pt are checked against the sizes and SHA-256 sums meta.json records
+    (when it records them): ValueError naming the file and the problem otherwise.
+    """
     folder = find_checkpoint(path)
+    problems = verify_checkpoint(folder, names=(CONFIG_FILE, BACKBONE_FILE))
+    if problems:
+        raise ValueError(
+            f"checkpoint folder {str(folder)!r} is damaged: " + "; ".join(problems) + "; probe "
+            "another checkpoint folder of the run"
+        )
     config_file = folder / CONFIG_FILE
     config = read_config_file(config_file)  # ValueError when not YAML or not a mapping
     # resolve_checkpoint only returns folders holding meta.json, so it is there to read.
@@ -155,10 +173,7 @@ def build_backbone(checkpoint: PretrainedCheckpoint) -> nn.Module:
     """create_backbone(model.backbone, **model.backbone_kwargs) with backbone.pt loaded, on the CPU."""
     backbone = create_backbone(checkpoint.backbone_name, **checkpoint.backbone_kwargs)
     file = checkpoint.path / BACKBONE_FILE
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for a corrupt file
-        raise ValueError(f"{file} could not be read as a state dict: {error}") from None
+    state = load_torch_file(file)  # ValueError naming the file when it is empty or damaged
     if not isinstance(state, dict):
         raise ValueError(f"{file} must hold a state dict, got {type(state).__name__}")
     # A state dict saved from a compiled or DDP-wrapped module carries a prefix on every key.

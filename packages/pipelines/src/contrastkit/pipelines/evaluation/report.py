@@ -122,6 +122,9 @@ def write_report(
     sections: Sequence[ReportSection] = (),
     results_csv: str | Path | None = None,
     include_figures: bool = True,
+    include_results: bool = True,
+    written_by: str | None = None,
+    file_name: str = REPORT_FILE,
 ) -> Path:
     """Write `out_dir/report.md` (atomically) and return its path.
 
@@ -137,6 +140,10 @@ def write_report(
         sections: extra sections (text such as `model_summary_markdown(...)`, images).
         results_csv: results file to tabulate; None means `out_dir/results.csv` if present.
         include_figures: embed the PNGs found in `out_dir`.
+        include_results: False leaves the "Results" table out (results_csv is then ignored).
+        written_by: the command writing the report, recorded in a last line that markdown does
+            not show (`<!-- written by NAME -->`; `report_written_by` reads it back).
+        file_name: the report's file name in `out_dir`.
     """
     folder = Path(out_dir)
     if not isinstance(title, str) or not title.strip():
@@ -151,9 +158,9 @@ def write_report(
 
     parts = [f"# {title.strip()}", ""]
     table_source = Path(results_csv) if results_csv is not None else folder / RESULTS_FILE
-    if results_csv is not None and not table_source.is_file():
+    if include_results and results_csv is not None and not table_source.is_file():
         raise FileNotFoundError(f"results_csv not found: {table_source}")
-    if table_source.is_file():
+    if include_results and table_source.is_file():
         parts += ["## Results", "", results_table_markdown(table_source)]
 
     shown: set[Path] = set()
@@ -179,7 +186,26 @@ def write_report(
                 caption = FIGURE_CAPTIONS.get(path.name, path.stem)
                 parts += [f"### {caption}", "", _image_markdown(path, root, caption), ""]
 
-    return write_text_atomic(folder / REPORT_FILE, "\n".join(parts).rstrip("\n") + "\n")
+    if written_by is not None:
+        parts += [f"{_WRITTEN_BY_PREFIX}{written_by}{_WRITTEN_BY_SUFFIX}"]
+    return write_text_atomic(folder / file_name, "\n".join(parts).rstrip("\n") + "\n")
+
+
+_WRITTEN_BY_PREFIX = "<!-- written by "
+_WRITTEN_BY_SUFFIX = " -->"
+
+
+def report_written_by(report_md: str | Path) -> str | None:
+    """The command a report says wrote it (`write_report(..., written_by=NAME)`), else None
+    (also for a missing or unreadable file)."""
+    try:
+        lines = Path(report_md).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    last = lines[-1].strip() if lines else ""
+    if last.startswith(_WRITTEN_BY_PREFIX) and last.endswith(_WRITTEN_BY_SUFFIX):
+        return last[len(_WRITTEN_BY_PREFIX) : -len(_WRITTEN_BY_SUFFIX)]
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -265,4 +291,4 @@ def write_probe_report(
         ReportSection("Model summary", summary),
     ]
     title = f"Probe: {row['method']} {row['backbone']} on {row['dataset']}"
-    return write_report(output_dir, title=title, sections=sections)
+    return write_report(output_dir, title=title, sections=sections, written_by="contrastkit-probe")

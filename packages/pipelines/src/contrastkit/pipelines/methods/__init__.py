@@ -1,61 +1,113 @@
 """The pretrain methods, one small module each, and the registry the pipeline and the config read.
 
-Adding a method is one new module in this package (a PretrainMethod subclass that declares its
-`name` and defaults as class attributes) plus a config: METHODS is built from the classes found
-in the package's modules.
+Adding a method is one new module in this package, named as the method (`moco.py` holds the
+method named "moco": a PretrainMethod subclass that declares its `name` and defaults as class
+attributes), plus a config. METHODS is built from the classes found in those modules.
+
+Importing this package loads no torch: `method_names()` reads the module names, so the command
+line checks `method.name` before the heavy imports. METHODS, the classes and `build_method`
+import the method modules (and torch) on first use.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import pkgutil
-from typing import TYPE_CHECKING
-
-from torch import nn
-
-from contrastkit.pipelines.methods.base import Encoder, MethodOutput, PretrainMethod
-from contrastkit.pipelines.methods.byol import BYOL
-from contrastkit.pipelines.methods.isd import ISD
-from contrastkit.pipelines.methods.moco import MoCo
-from contrastkit.pipelines.methods.npair import NPair
-from contrastkit.pipelines.methods.simclr import SimCLR
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from contrastkit.pipelines.config import PretrainConfig
+    from contrastkit.pipelines.methods.base import Encoder, MethodOutput, PretrainMethod
+    from contrastkit.pipelines.methods.byol import BYOL
+    from contrastkit.pipelines.methods.isd import ISD
+    from contrastkit.pipelines.methods.moco import MoCo
+    from contrastkit.pipelines.methods.npair import NPair
+    from contrastkit.pipelines.methods.simclr import SimCLR
+
+    METHODS: dict[str, type[PretrainMethod]]
+
+# Modules of this package that hold what the methods share, not a method.
+_SHARED_MODULES = ("base",)
+
+# Public classes -> the module that defines them (imported when first asked for).
+_CLASSES = {
+    "BYOL": "byol",
+    "Encoder": "base",
+    "ISD": "isd",
+    "MethodOutput": "base",
+    "MoCo": "moco",
+    "NPair": "npair",
+    "PretrainMethod": "base",
+    "SimCLR": "simclr",
+}
 
 
-def _find_methods() -> dict[str, type[PretrainMethod]]:
-    """name -> class of every PretrainMethod subclass with a `name` defined in this package's
-    modules, sorted by name (the order error messages list them in)."""
+def method_names() -> list[str]:
+    """The method names, sorted, without importing a method: one module per method, named as it."""
+    return sorted(
+        info.name
+        for info in pkgutil.iter_modules(__path__)
+        if info.name not in _SHARED_MODULES and not info.name.startswith("_")
+    )
+
+
+@functools.cache
+def _registry() -> dict[str, type[PretrainMethod]]:
+    """name -> class of every method, sorted by name (the order error messages list them in).
+
+    Each method module must define exactly one PretrainMethod subclass with a `name`, and that
+    name must be the module's: `method_names()` answers without importing, so the two agree.
+    """
+    from contrastkit.pipelines.methods.base import PretrainMethod
+
     found: dict[str, type[PretrainMethod]] = {}
-    for module_info in pkgutil.iter_modules(__path__, prefix=f"{__name__}."):
-        module = importlib.import_module(module_info.name)
-        for value in vars(module).values():
-            defined_here = isinstance(value, type) and value.__module__ == module.__name__
-            if not (defined_here and issubclass(value, PretrainMethod) and value.name):
-                continue
-            if value.name in found:
-                raise TypeError(
-                    f"two methods are named {value.name!r}: {found[value.name].__qualname__} and "
-                    f"{value.__qualname__} in {module.__name__}"
-                )
-            if not value.default_augment:
-                raise TypeError(f"method {value.name!r} declares no default_augment recipe")
-            found[value.name] = value
-    return dict(sorted(found.items()))
+    for module_name in method_names():
+        module = importlib.import_module(f"{__name__}.{module_name}")
+        classes = [
+            value
+            for value in vars(module).values()
+            if isinstance(value, type)
+            and value.__module__ == module.__name__
+            and issubclass(value, PretrainMethod)
+            and value.name
+        ]
+        names = [cls.name for cls in classes]
+        if names != [module_name]:
+            raise TypeError(
+                f"method module {module.__name__} must define one PretrainMethod subclass whose "
+                f"name is the module's, {module_name!r}; it defines {names or 'none'}"
+            )
+        if not classes[0].default_augment:
+            raise TypeError(f"method {module_name!r} declares no default_augment recipe")
+        found[module_name] = classes[0]
+    return found
 
 
-METHODS: dict[str, type[PretrainMethod]] = _find_methods()
+def __getattr__(name: str) -> Any:
+    # PEP 562: METHODS and the method classes are imported on first use (they need torch).
+    if name == "METHODS":
+        return _registry()
+    if name in _CLASSES:
+        return getattr(importlib.import_module(f"{__name__}.{_CLASSES[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
 
 
 def method_class(name: str) -> type[PretrainMethod]:
     """The method class registered as `name` (ValueError listing the valid names otherwise)."""
-    if name not in METHODS:
-        close = difflib.get_close_matches(name, list(METHODS), n=1)
+    registry = _registry()
+    if name not in registry:
+        close = difflib.get_close_matches(name, list(registry), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"method.name must be one of {list(METHODS)}, got {name!r}{hint}")
-    return METHODS[name]
+        raise ValueError(f"method.name must be one of {list(registry)}, got {name!r}{hint}")
+    return registry[name]
 
 
 def build_method(config: PretrainConfig, backbone: nn.Module) -> PretrainMethod:
@@ -77,4 +129,5 @@ __all__ = [
     "SimCLR",
     "build_method",
     "method_class",
+    "method_names",
 ]

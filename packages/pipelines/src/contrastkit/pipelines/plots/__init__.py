@@ -1,8 +1,9 @@
 """The run pictures: pretraining curves, probe curves, run comparison, t-SNE and the nearest-neighbour grid.
 
 training_curves.py draws the curves, representation.py the t-SNE scatter and the neighbour grid;
-_figure.py holds what they share (resolution, atomic PNG save). Importing this package imports
-matplotlib, so the training code imports it only where it draws.
+_figure.py holds what they share (resolution, atomic PNG save, the epoch / accuracy / loss axes
+rules), chance.py how many classes a run folder has (the accuracy panels' chance level).
+Importing this package imports matplotlib, so the training code imports it only where it draws.
 """
 
 from __future__ import annotations

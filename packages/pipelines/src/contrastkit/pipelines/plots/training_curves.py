@@ -1,5 +1,10 @@
 """Training curves: a pretrain run's metrics.csv (loss, learning rate, kNN accuracy), a probe's
-per-epoch history (loss and accuracy), and several runs' histories overlaid for comparison."""
+per-epoch history (loss and accuracy), and several runs' histories overlaid for comparison.
+
+Every figure follows _figure's axes rules: its panels share one epoch x axis with integer ticks,
+accuracy panels show the chance level on 0-100 % (accuracy_ylim="auto" zooms), and a loss panel
+clips a first-epoch outlier (its title says so).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from matplotlib.figure import Figure
 
 from contrastkit.pipelines.evaluation.results import read_csv_table, read_history_csv
 from contrastkit.pipelines.plots import _figure
+from contrastkit.pipelines.plots.chance import run_num_classes
 from contrastkit.pipelines.run_files import HISTORY_FILE
 
 History = Sequence[Mapping[str, float]]
@@ -60,14 +66,21 @@ def _epoch_positions(epoch: np.ndarray) -> np.ndarray:
     return positions
 
 
-def _pretrain_figure(metrics: Mapping[str, np.ndarray]) -> Figure:
+def _pretrain_figure(
+    metrics: Mapping[str, np.ndarray],
+    *,
+    num_classes: int | None = None,
+    accuracy_ylim: str = "full",
+) -> Figure:
     has_knn = "knn_top1" in metrics and bool(np.isfinite(metrics["knn_top1"]).any())
     figure = Figure(figsize=(5.0 * (3 if has_knn else 2), 4.0))
-    axes = figure.subplots(1, 3 if has_knn else 2, squeeze=False)[0]
-    step, loss, lr = (metrics[name] for name in ("step", "loss", "lr"))
+    axes = figure.subplots(1, 3 if has_knn else 2, squeeze=False, sharex=True)[0]
+    loss, lr = metrics["loss"], metrics["lr"]
     position = _epoch_positions(metrics["epoch"])
+    drawn: list[_figure.Series] = []
 
     ax = axes[0]
+    ax.set(title="Training loss", ylabel="loss")
     ok = np.isfinite(position) & np.isfinite(loss)
     if ok.any():
         ax.plot(position[ok], loss[ok], color="tab:blue", alpha=0.35, linewidth=0.8,
@@ -78,34 +91,46 @@ def _pretrain_figure(metrics: Mapping[str, np.ndarray]) -> Figure:
         means = [loss[ok][epoch_index == end].mean() for end in ends]
         ax.plot(ends, means, color="tab:blue", marker=_figure.marker(ends.size), label="epoch mean")
         ax.legend()
+        drawn.append((position[ok], loss[ok]))
+        _figure.style_panel(ax, "loss", drawn[-1:], num_classes, accuracy_ylim)
     else:
         _figure.no_data(ax, "no loss logged yet")
-    ax.set(title="Training loss", xlabel="epoch", ylabel="loss")
     ax.grid(alpha=0.3)
 
     ax = axes[1]
-    ok = np.isfinite(step) & np.isfinite(lr)
+    ok = np.isfinite(position) & np.isfinite(lr)
     if ok.any():
-        ax.plot(step[ok], lr[ok], color="tab:orange", marker=_figure.marker(int(ok.sum())))
+        ax.plot(position[ok], lr[ok], color="tab:orange", marker=_figure.marker(int(ok.sum())))
         ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+        drawn.append((position[ok], lr[ok]))
     else:
         _figure.no_data(ax, "no learning rate logged yet")
-    ax.set(title="Learning rate", xlabel="step", ylabel="lr")
+    ax.set(title="Learning rate (per logged step)", ylabel="lr")
     ax.grid(alpha=0.3)
 
     if has_knn:
         ax = axes[2]
         knn = metrics["knn_top1"]
         ok = np.isfinite(position) & np.isfinite(knn)
-        ax.plot(position[ok], knn[ok], color="tab:green", marker="o")
-        ax.set(title="kNN top-1 (test)", xlabel="epoch", ylabel="accuracy (%)")
+        ax.plot(position[ok], knn[ok], color="tab:green", marker="o", label="kNN top-1")
+        drawn.append((position[ok], knn[ok]))
+        ax.set(title="kNN top-1 (test)", ylabel="accuracy (%)")
+        _figure.style_panel(ax, "knn_top1", drawn[-1:], num_classes, accuracy_ylim)
+        ax.legend()
         ax.grid(alpha=0.3)
+    _figure.epoch_axes(axes, drawn)
     figure.tight_layout()
     return figure
 
 
-def plot_pretrain_curves(metrics_csv: str | Path, out_png: str | Path) -> Path:
-    """Draw a run's metrics.csv: loss vs epoch, lr vs step, and knn_top1 vs epoch when measured.
+def plot_pretrain_curves(
+    metrics_csv: str | Path,
+    out_png: str | Path,
+    *,
+    num_classes: int | None = None,
+    accuracy_ylim: str = "full",
+) -> Path:
+    """Draw a run's metrics.csv: loss, lr and (when measured) knn_top1, all against epochs.
 
     Rows are logged steps with columns step, epoch, loss, lr (required) and optionally
     knn_top1 (empty on rows where it was not measured); `epoch` is the fractional progress
@@ -113,10 +138,25 @@ def plot_pretrain_curves(metrics_csv: str | Path, out_png: str | Path) -> Path:
     e, whose mean loss is drawn at e. Works on a file with only the header or a few rows
     (the empty panels say so), so it can be refreshed from the first epoch on.
 
+    Args:
+        metrics_csv: the run's metrics.csv.
+        out_png: where to write the PNG.
+        num_classes: classes of the dataset, for the kNN panel's chance line (100 / C %); None
+            reads it from the run folder holding metrics_csv (`run_num_classes`), and draws no
+            line when the folder does not say.
+        accuracy_ylim: "full" (kNN panel on 0-100 %) or "auto" (zoomed on the values).
+
     Returns:
         the PNG path written.
     """
-    return _figure.save_png(_pretrain_figure(_read_metrics(Path(metrics_csv))), out_png)
+    metrics_csv = Path(metrics_csv)
+    _figure.check_accuracy_ylim(accuracy_ylim)
+    _figure.check_num_classes(num_classes)
+    metrics = _read_metrics(metrics_csv)
+    if num_classes is None:
+        num_classes = run_num_classes(metrics_csv.parent)
+    figure = _pretrain_figure(metrics, num_classes=num_classes, accuracy_ylim=accuracy_ylim)
+    return _figure.save_png(figure, out_png)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,30 +186,50 @@ def _series(history: Sequence[Mapping[str, float]], key: str) -> tuple[np.ndarra
     return np.asarray(epochs), np.asarray(values)
 
 
-def _probe_figure(history: Sequence[Mapping[str, float]], title: str) -> Figure:
+def _probe_figure(
+    history: Sequence[Mapping[str, float]],
+    title: str,
+    *,
+    num_classes: int | None = None,
+    accuracy_ylim: str = "full",
+) -> Figure:
     figure = Figure(figsize=(10.0, 4.0))
-    loss_ax, acc_ax = figure.subplots(1, 2)
+    loss_ax, acc_ax = figure.subplots(1, 2, sharex=True)
+    panels: dict[str, list[_figure.Series]] = {"loss": [], "val_top1": []}
     for key, label, style in (("train_loss", "train", "--"), ("val_loss", "validation", "-")):
         x, y = _series(history, key)
         if x.size:
             loss_ax.plot(x, y, style, marker=_figure.marker(x.size), label=label)
+            panels["loss"].append((x, y))
     for key, label in (("val_top1", "top-1"), ("val_top5", "top-5")):
         x, y = _series(history, key)
         if x.size:
             acc_ax.plot(x, y, marker=_figure.marker(x.size), label=f"validation {label}")
-    for ax, name, unit in ((loss_ax, "Loss", "loss"), (acc_ax, "Accuracy", "accuracy (%)")):
-        ax.set(title=f"{title}: {name.lower()}", xlabel="epoch", ylabel=unit)
+            panels["val_top1"].append((x, y))
+    for ax, metric, name, unit in (
+        (loss_ax, "loss", "Loss", "loss"),
+        (acc_ax, "val_top1", "Accuracy", "accuracy (%)"),  # the chance line is top-1's
+    ):
+        series = panels[metric]
+        ax.set(title=f"{title}: {name.lower()}", ylabel=unit)
         ax.grid(alpha=0.3)
-        if ax.get_lines():
+        if series:
+            _figure.style_panel(ax, metric, series, num_classes, accuracy_ylim)
             ax.legend()
         else:
             _figure.no_data(ax, "no values")
+    _figure.epoch_axes([loss_ax, acc_ax], panels["loss"] + panels["val_top1"])
     figure.tight_layout()
     return figure
 
 
 def plot_probe_curves(
-    history: History | str | Path, out_png: str | Path, *, title: str = "Linear probe"
+    history: History | str | Path,
+    out_png: str | Path,
+    *,
+    title: str = "Linear probe",
+    num_classes: int | None = None,
+    accuracy_ylim: str = "full",
 ) -> Path:
     """Loss (train and validation) and validation top-1/top-5 per epoch of one training run.
 
@@ -179,14 +239,20 @@ def plot_probe_curves(
             folder holding history.csv.
         out_png: where to write the PNG.
         title: prefix of the panel titles.
+        num_classes: classes of the validation data: the accuracy panel's dashed chance line
+            at 100 / num_classes % (top-1); None draws none.
+        accuracy_ylim: "full" (accuracy on 0-100 %) or "auto" (zoomed on the values).
 
     Returns:
         the PNG path written.
     """
+    _figure.check_accuracy_ylim(accuracy_ylim)
+    _figure.check_num_classes(num_classes)
     records = _as_history(history, "history")
     if not records:
         raise ValueError("history is empty; nothing to plot")
-    return _figure.save_png(_probe_figure(records, title), out_png)
+    figure = _probe_figure(records, title, num_classes=num_classes, accuracy_ylim=accuracy_ylim)
+    return _figure.save_png(figure, out_png)
 
 
 _METRIC_LABELS = {
@@ -199,18 +265,29 @@ _METRIC_LABELS = {
 
 
 def _compare_figure(
-    runs: Mapping[str, Sequence[Mapping[str, float]]], metrics: Sequence[str], title: str
+    runs: Mapping[str, Sequence[Mapping[str, float]]],
+    metrics: Sequence[str],
+    title: str,
+    *,
+    num_classes: int | None = None,
+    accuracy_ylim: str = "full",
 ) -> Figure:
     figure = Figure(figsize=(5.0 * len(metrics), 4.0))
-    axes = figure.subplots(1, len(metrics), squeeze=False)[0]
+    axes = figure.subplots(1, len(metrics), squeeze=False, sharex=True)[0]
+    drawn: list[_figure.Series] = []
     for ax, metric in zip(axes, metrics, strict=True):
+        panel = []
         for colour, (label, history) in enumerate(runs.items()):
             x, y = _series(history, metric)
             ax.plot(x, y, color=f"C{colour % 10}", marker=_figure.marker(x.size), label=label)
+            panel.append((x, y))
         name = _METRIC_LABELS.get(metric, metric)
-        ax.set(title=name, xlabel="epoch", ylabel=name)
+        ax.set(title=name, ylabel=name)
+        _figure.style_panel(ax, metric, panel, num_classes, accuracy_ylim)
         ax.grid(alpha=0.3)
         ax.legend()
+        drawn += panel
+    _figure.epoch_axes(axes, drawn)
     figure.suptitle(title)
     figure.tight_layout()
     return figure
@@ -222,18 +299,28 @@ def plot_compare(
     *,
     metrics: Sequence[str] = ("val_top1", "val_loss"),
     title: str = "Runs compared",
+    num_classes: int | None = None,
+    accuracy_ylim: str = "full",
 ) -> Path:
     """Overlay several runs' per-epoch curves: one panel per metric, one line per run.
+
+    Accuracy panels (a metric naming top-k or accuracy, in percent) get the chance level of
+    top-k and a 0-100 axis; loss panels clip a first-epoch outlier (their title says so).
 
     Args:
         runs: legend label -> per-epoch dicts, a history CSV, or a folder holding history.csv.
         out_png: where to write the PNG.
         metrics: history keys to draw, one panel each (default validation top-1 and loss).
         title: the figure title.
+        num_classes: classes of the data the runs are validated on, for the chance line
+            (100 x min(k, C) / C % for top-k); None draws none.
+        accuracy_ylim: "full" (accuracy panels on 0-100 %) or "auto" (zoomed on the values).
 
     Returns:
         the PNG path written.
     """
+    _figure.check_accuracy_ylim(accuracy_ylim)
+    _figure.check_num_classes(num_classes)
     if not isinstance(runs, Mapping) or not runs:
         raise ValueError(f"runs must be a non-empty mapping of label -> history, got {runs!r}")
     if isinstance(metrics, str) or not metrics:
@@ -244,4 +331,7 @@ def plot_compare(
             if not _series(history, metric)[0].size:
                 keys = sorted({key for record in history for key in record})
                 raise ValueError(f"run {label!r} has no values for {metric!r}; its keys are {keys}")
-    return _figure.save_png(_compare_figure(histories, metrics, title), out_png)
+    figure = _compare_figure(
+        histories, metrics, title, num_classes=num_classes, accuracy_ylim=accuracy_ylim
+    )
+    return _figure.save_png(figure, out_png)

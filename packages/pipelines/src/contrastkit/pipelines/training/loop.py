@@ -1,14 +1,14 @@
 """The training loop pretraining and joint training share: `run_training(config, task)`.
 
-It reads top to bottom: the checkpoint to resume and the data, the model and its optimizer, the
-resumed state, the outputs, then every step (forward/backward, optimizer step, epoch end,
-metrics row, checkpoint, stop). What a step calls lives in the sibling modules.
+It reads top to bottom: the output dir's lock and the stop requests, the checkpoint to resume and
+the data, the model and its optimizer, the resumed state, the outputs, then every step (forward/
+backward, optimizer step, epoch end, metrics row, checkpoint, stop). Helpers: the sibling modules.
 """
 
 from __future__ import annotations
 
 import math
-import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch import Tensor, nn
 from tqdm.auto import tqdm
@@ -29,6 +30,7 @@ from contrastkit.pipelines.run_files import CONFIG_FILE, CURVES_FILE
 from contrastkit.pipelines.training.accelerator import make_accelerator
 from contrastkit.pipelines.training.model import build_training_state
 from contrastkit.pipelines.training.monitor import monitor_metrics
+from contrastkit.pipelines.training.nonfinite import check_finite_loss, check_finite_parameters
 from contrastkit.pipelines.training.resume import (
     Position,
     TrainingState,
@@ -39,13 +41,9 @@ from contrastkit.pipelines.training.resume import (
     save_training_checkpoint,
 )
 from contrastkit.pipelines.training.run_data import RunData, prepare_data, resolve_backbone_kwargs
-from contrastkit.pipelines.training.stop import StopRequest
-from contrastkit.pipelines.training.task import (
-    EpochEnd,
-    NonFiniteLossError,
-    TrainingResult,
-    TrainingTask,
-)
+from contrastkit.pipelines.training.run_lock import hold_run_dir
+from contrastkit.pipelines.training.stop import StopRequest, stop_requests
+from contrastkit.pipelines.training.task import EpochEnd, TrainingResult, TrainingTask
 
 
 @dataclass
@@ -96,24 +94,69 @@ def run_training(
         data.data_dir (test_data feeds the kNN monitor and the task's validation);
         data.train_subset still applies.
 
-    Raises ValueError / FileNotFoundError for bad config, data or checkpoint inputs (before
-    anything is written), NonFiniteLossError when the loss stops being finite.
-    """
-    train = config.train
-    # ------------------------------------------------ the checkpoint to resume, data, step counts
-    accelerator = make_accelerator(train.grad_accum)
-    run_dir = Path(train.output_dir)
-    checkpoint = find_resume_checkpoint(resume, run_dir)
-    need_test = task.needs_test_split(config)
-    data = prepare_data(config, accelerator, train_data, test_data, need_test=need_test)
-    resolve_backbone_kwargs(config, data.in_features)
-    meta: dict[str, Any] = {}
-    if checkpoint is not None:
-        meta = check_resumable(checkpoint, config, accelerator.num_processes)
-    steps_per_epoch = _steps_per_epoch(data.batches.batches_per_epoch, train.grad_accum)
-    if checkpoint is not None:
-        check_same_steps_per_epoch(checkpoint, meta, steps_per_epoch)
+    The main process holds the output dir's run lock throughout. SIGTERM / SIGINT / SIGHUP or the
+    launcher's exit end the run after the current step and its checkpoint (result.stopped_by).
+    Resuming a checkpoint that completed train.epochs returns after the resume checks, having
+    written nothing.
 
+    Raises ValueError / FileNotFoundError for bad config, data or checkpoint inputs, or another
+    run holding the output dir (run_lock.RunLocked), before anything is written;
+    NonFiniteLossError when the loss stops being finite.
+    """
+    accelerator = make_accelerator(config.train.grad_accum)
+    run_dir = Path(config.train.output_dir).expanduser()
+    world_size, is_main = accelerator.num_processes, accelerator.is_main_process
+    with (
+        hold_run_dir(run_dir, is_main=is_main, world_size=world_size),
+        stop_requests(world_size) as stop,
+    ):
+        # -------------------------------------------- the checkpoint to resume, data, step counts
+        checkpoint = find_resume_checkpoint(resume, run_dir)
+        need_test = task.needs_test_split(config)
+        data = prepare_data(config, accelerator, train_data, test_data, need_test=need_test)
+        resolve_backbone_kwargs(config, data.in_features)
+        meta: dict[str, Any] = {}
+        if checkpoint is not None:
+            meta = check_resumable(checkpoint, config, world_size)
+        steps_per_epoch = _steps_per_epoch(data.batches.batches_per_epoch, config.train.grad_accum)
+        if checkpoint is not None:
+            check_same_steps_per_epoch(checkpoint, meta, steps_per_epoch)
+            if int(meta["step"]) >= steps_per_epoch * config.train.epochs:
+                return _already_finished(checkpoint, meta, run_dir, is_main)
+        run, position = _prepare(
+            config, task, accelerator, run_dir, data, checkpoint, meta, steps_per_epoch
+        )
+        return _train(run, position, stop)
+
+
+def _already_finished(
+    checkpoint: Path, meta: dict[str, Any], run_dir: Path, is_main: bool
+) -> TrainingResult:
+    """Resuming a checkpoint that completed train.epochs: say so; nothing is written."""
+    step, epoch = int(meta["step"]), int(meta["epoch"])
+    if is_main:
+        print(
+            f"{checkpoint.name}: already finished at step {step} (epoch {epoch}); nothing to do "
+            "(to train on, resume with a larger train.epochs)",
+            file=sys.stderr,
+            flush=True,
+        )
+    return TrainingResult(run_dir, step, epoch, checkpoint)
+
+
+def _prepare(
+    config: PretrainConfig,
+    task: TrainingTask,
+    accelerator: Accelerator,
+    run_dir: Path,
+    data: RunData,
+    checkpoint: Path | None,
+    meta: dict[str, Any],
+    steps_per_epoch: int,
+) -> tuple[_Run, Position]:
+    """What the steps need: the model and its optimizer, the state resumed from `checkpoint`
+    (whose meta.json is `meta`), the outputs (main process). Returns the run and where it starts."""
+    train = config.train
     # ------------------------------------------------ model, optimizer, schedule, random streams
     set_seed(train.seed)
     model, state = build_training_state(
@@ -149,7 +192,7 @@ def run_training(
         last_checkpoint=checkpoint,
         nonfinite=torch.zeros((), dtype=torch.bool, device=accelerator.device),
     )
-    return _train(run, position)
+    return run, position
 
 
 def _steps_per_epoch(batches_per_epoch: int, grad_accum: int) -> int:
@@ -179,31 +222,31 @@ def _start_outputs(
     return logger
 
 
-def _train(run: _Run, start: Position) -> TrainingResult:
-    """The steps from `start` to train.epochs, with signal handling and a progress bar."""
+def _train(run: _Run, start: Position, stop: StopRequest) -> TrainingResult:
+    """The steps from `start` to train.epochs, with a progress bar."""
     accelerator, train = run.state.accelerator, run.config.train
-    stop = StopRequest(accelerator.num_processes)
-    stop.install()
     bar = tqdm(
         total=run.total_steps,
         initial=run.step,
-        desc=f"{run.task.name} {run.config.method.name}",
+        desc=run.task.progress_label(run.config),
         disable=not (accelerator.is_main_process and train.progress_bar),
         dynamic_ncols=True,
     )
     try:
         return _steps(run, start, stop, bar)
     finally:
-        stop.restore()
         bar.close()
         if run.logger is not None:
             run.logger.close()
 
 
 def _steps(run: _Run, start: Position, stop: StopRequest, bar: tqdm) -> TrainingResult:
-    """Every step of the run; returns early (after a checkpoint) when a signal stops it."""
+    """Every step of the run; returns early (after a checkpoint) when a stop is requested."""
     train, state, model = run.config.train, run.state, run.model
     accelerator, sums = state.accelerator, state.sums
+    reason = stop.agreed()
+    if reason is not None:  # asked to stop while the data loaded: no step to save
+        return TrainingResult(run.run_dir, run.step, start.epoch, run.last_checkpoint, reason)
     model.train()
     for epoch in range(start.epoch, train.epochs):
         first = start.batch_in_epoch if epoch == start.epoch else 0
@@ -236,24 +279,23 @@ def _steps(run: _Run, start: Position, stop: StopRequest, bar: tqdm) -> Training
             sums.step_done()
             bar.update(1)
             end_of_epoch = batch_index + 1 == run.batches_used
-            signum = stop.agreed()  # every process stops after the same step
+            reason = stop.agreed()  # every process stops after the same step
 
             # -------------------------------------------- epoch end, metrics row, checkpoint
             end, row = _end_epoch(run, epoch, lr) if end_of_epoch else (None, {})
-            if run.step % train.log_every == 0 or end_of_epoch or signum:
+            if run.step % train.log_every == 0 or end_of_epoch or reason:
                 _log_row(run, row, lr, bar)
             if end is not None and run.logger is not None:
-                _plot_curves(run.logger.path, run.run_dir / CURVES_FILE)
+                _plot_curves(run.logger.path, run.run_dir / CURVES_FILE, run.data.num_classes)
                 run.task.epoch_done(end, row)
             next_batch = (epoch + 1, 0) if end_of_epoch else (epoch, batch_index + 1)
             position = Position(run.step, *next_batch)  # where a checkpoint of this step resumes
             periodic = train.checkpoint_every and run.step % train.checkpoint_every == 0
-            if periodic or end_of_epoch or signum:
+            if periodic or end_of_epoch or reason:
                 _save(run, position)
-            if signum:
-                name = signal.Signals(signum).name
+            if reason is not None:
                 return TrainingResult(
-                    run.run_dir, run.step, position.epoch, run.last_checkpoint, name
+                    run.run_dir, run.step, position.epoch, run.last_checkpoint, reason
                 )
     return TrainingResult(run.run_dir, run.step, train.epochs, run.last_checkpoint)
 
@@ -261,7 +303,7 @@ def _steps(run: _Run, start: Position, stop: StopRequest, bar: tqdm) -> Training
 def _end_epoch(run: _Run, epoch: int, lr: float) -> tuple[EpochEnd, dict[str, Any]]:
     """The epoch's means (every process), then the monitor and the task's evaluation (main
     process): the EpochEnd the task sees, and the columns they add to the epoch's row."""
-    _check_finite(run)
+    check_finite_loss(run.state.accelerator, run.nonfinite, run.step, run.last_checkpoint)
     accelerator, train = run.state.accelerator, run.config.train
     end = EpochEnd(
         model=run.state.model,
@@ -294,7 +336,7 @@ def _log_row(run: _Run, row: dict[str, Any], lr: float, bar: tqdm) -> None:
     steps_in_log = sums.steps_in_log
     means = sums.window_means(run.state.accelerator)
     if not all(math.isfinite(value) for value in means.values()):
-        _check_finite(run)
+        check_finite_loss(run.state.accelerator, run.nonfinite, run.step, run.last_checkpoint)
     now = time.perf_counter()
     images_per_s = steps_in_log * run.global_batch / max(now - run.log_time, 1e-9)
     row.update(
@@ -314,8 +356,8 @@ def _log_row(run: _Run, row: dict[str, Any], lr: float, bar: tqdm) -> None:
 
 def _save(run: _Run, position: Position) -> None:
     """Checkpoint `position` (every process), after checking that nothing went non-finite."""
-    _check_finite(run)
-    _check_parameters(run)
+    check_finite_loss(run.state.accelerator, run.nonfinite, run.step, run.last_checkpoint)
+    check_finite_parameters(run.state.model, run.step, run.last_checkpoint)
     config, state = run.config, run.state
     meta = {
         "task": run.task.name,
@@ -345,30 +387,9 @@ def _save(run: _Run, position: Position) -> None:
     )
 
 
-def _check_finite(run: _Run) -> None:
-    """Raise NonFiniteLossError (on every process) if any process saw a non-finite loss."""
-    bad = run.state.accelerator.reduce(run.nonfinite.float(), reduction="sum")
-    if bad.item() > 0:
-        raise NonFiniteLossError(
-            f"the loss became NaN or infinite at or before step {run.step}; stopping without "
-            f"checkpointing this state (the last good checkpoint is {run.last_checkpoint}). "
-            "Try a lower optimizer.lr, train.clip_grad, or bf16 instead of fp16."
-        )
-
-
-def _check_parameters(run: _Run) -> None:
-    # A finite loss can still leave inf/NaN weights behind (an exploding update): never save those.
-    finite = torch.stack([p.isfinite().all() for p in run.state.model.parameters()]).all()
-    if not bool(finite):
-        raise NonFiniteLossError(
-            f"the model's parameters became NaN or infinite at step {run.step}; stopping without "
-            f"checkpointing this state (the last good checkpoint is {run.last_checkpoint}). "
-            "Try a lower optimizer.lr or train.clip_grad."
-        )
-
-
-def _plot_curves(metrics_csv: Path, out_png: Path) -> None:
+def _plot_curves(metrics_csv: Path, out_png: Path, num_classes: int | None) -> None:
     # Imported here: matplotlib takes about a second to import and only the main process plots.
     from contrastkit.pipelines.plots import plot_pretrain_curves
 
-    plot_pretrain_curves(metrics_csv, out_png)
+    known = num_classes if num_classes is not None and num_classes >= 2 else None
+    plot_pretrain_curves(metrics_csv, out_png, num_classes=known)

@@ -35,14 +35,14 @@ def monitor_metrics(
         test_features = extract_features(backbone, data.knn_test.inputs, transform=transform)
     result: dict[str, float] = {}
     if config.train.knn_every > 0:
-        k = min(config.train.knn_k, len(train_features))
+        # train.knn_k <= the bank was checked at start (run_data.check_knn_bank).
         accuracy = knn_accuracy(
             train_features.float(),
             data.knn_train.labels,
             test_features.float(),
             data.knn_test.labels,
             data.num_classes,
-            k=k,
+            k=config.train.knn_k,
             temperature=config.train.knn_temperature,
         )
         result["knn_top1"], result["knn_top5"] = accuracy["top1"], accuracy["top5"]

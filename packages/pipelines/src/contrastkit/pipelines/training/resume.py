@@ -6,7 +6,7 @@ The folder mechanics (atomic folders, pruning, the config comparison) are `check
 
 from __future__ import annotations
 
-import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +18,7 @@ from torch import nn
 
 from contrastkit.pipelines import checkpoint as ckpt
 from contrastkit.pipelines.atomic import save_torch_atomic, write_text_atomic
+from contrastkit.pipelines.checkpoint_integrity import load_torch_file
 from contrastkit.pipelines.config import (
     PretrainConfig,
     config_to_dict,
@@ -27,7 +28,6 @@ from contrastkit.pipelines.config import (
 from contrastkit.pipelines.run_files import (
     BACKBONE_FILE,
     CONFIG_FILE,
-    META_FILE,
     STATE_FILE,
     rank_state_file,
 )
@@ -38,27 +38,65 @@ from contrastkit.pipelines.training.task import TrainingTask
 # ---------------------------------------------------------------- which checkpoint, and does it fit
 
 
+def _say(text: str) -> None:
+    """A note on stderr, from the main process only (every process looks the checkpoint up)."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(text, file=sys.stderr, flush=True)
+
+
+def _same_folder(a: str | Path, b: Path) -> bool:
+    return Path(a).expanduser().resolve() == b.expanduser().resolve()
+
+
 def find_resume_checkpoint(resume: str | Path | None, run_dir: Path) -> Path | None:
-    """The checkpoint folder `resume` names: None -> a new run (refused when `run_dir` already
-    holds checkpoints), "latest" -> the newest one in `run_dir` (None when there is none yet),
-    a path -> that checkpoint folder or that run directory's newest."""
+    """The checkpoint folder `resume` names, checked against the sizes and SHA-256 sums its
+    meta.json records (`checkpoint.verify_checkpoint`).
+
+    None -> a new run (refused when `run_dir` already holds checkpoint folders); "latest" -> the
+    newest checkpoint of `run_dir` that verifies, saying why each newer one was skipped (None
+    when there is none yet; ValueError listing them when every one fails its check); a path ->
+    that checkpoint folder (ValueError naming the file and the problem when it fails its check)
+    or that run directory's newest good one. In `run_dir` itself (locked by this run), a
+    checkpoint that a crash left under a temporary name is put back first. Nothing is deleted.
+    """
+    if resume is None or str(resume) == "latest" or _same_folder(resume, run_dir):
+        ckpt.recover_interrupted_saves(run_dir)
     if resume is None:
-        existing = ckpt.latest_checkpoint(run_dir)
-        if existing is not None:
+        existing = ckpt.checkpoint_folders(run_dir)
+        if existing:
             raise ValueError(
-                f"output dir {str(run_dir)!r} already holds checkpoints (latest {existing.name}); "
-                "pass --resume latest to continue that run, or choose another --output-dir"
+                f"output dir {str(run_dir)!r} already holds checkpoints (latest "
+                f"{existing[-1].name}); pass --resume latest to continue that run, or choose "
+                "another --output-dir"
             )
         return None
-    if str(resume) == "latest":
-        found = ckpt.latest_checkpoint(run_dir)
-        if found is None:
-            print(
-                f"--resume latest: no checkpoint in {str(run_dir)!r} yet; starting a new run",
-                file=sys.stderr,
+    if str(resume) != "latest":
+        path = ckpt.resolve_checkpoint(resume, on_skip=lambda note: _say(f"--resume: {note}"))
+        # A run directory's pick is verified already; a checkpoint folder named directly is not.
+        problems = ckpt.verify_checkpoint(path) if path == Path(resume).expanduser() else []
+        if problems:
+            raise ValueError(
+                f"cannot resume from {str(path)!r}: " + "; ".join(problems) + "; pass an "
+                "earlier checkpoint folder, or --resume latest to take the newest one that is "
+                "intact (nothing was written)"
             )
-        return found
-    return ckpt.resolve_checkpoint(resume)
+        return path
+    found, skipped = ckpt.newest_good_checkpoint(run_dir)
+    for folder, problems in skipped:
+        _say(f"--resume latest: {ckpt.skipped_note(folder, problems)}")
+    if found is None and skipped:
+        advice = (
+            f"move them out of {str(run_dir)!r} to start a new run there, or pass --resume with "
+            "a good checkpoint folder (nothing was written)"
+        )
+        raise ValueError(
+            "--resume latest: " + ckpt.no_good_checkpoint_message(run_dir, skipped, advice)
+        )
+    if found is None:
+        _say(f"--resume latest: no checkpoint in {str(run_dir)!r} yet; starting a new run")
+    elif skipped:
+        _say(f"--resume latest: using {found.name}, the newest checkpoint that passes its check")
+    return found
 
 
 def check_resumable(checkpoint: Path, config: PretrainConfig, world_size: int) -> dict[str, Any]:
@@ -126,8 +164,9 @@ def save_training_checkpoint(
     keep_last: int | None,
 ) -> Path:
     """Write checkpoint-{meta["step"]}/ from every process (see `checkpoint.save_checkpoint`):
-    config.yaml, backbone.pt, the task's files, training_state.pt, meta.json (last), and each
-    process's rank_state-{r}.pt (RNG streams + running sums). Returns the folder."""
+    config.yaml, backbone.pt, the task's files, training_state.pt, each process's
+    rank_state-{r}.pt (RNG streams + running sums), and meta.json last (`meta` plus the size and
+    SHA-256 of every other file). Returns the folder."""
     accelerator, model = state.accelerator, state.model
 
     def write_shared(folder: Path) -> None:
@@ -143,7 +182,6 @@ def save_training_checkpoint(
             "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
         }
         save_torch_atomic(training_state, folder / STATE_FILE, fsync=True)
-        write_text_atomic(folder / META_FILE, json.dumps(meta, indent=2) + "\n", fsync=True)
 
     rank_state = {
         **capture_rng_state(state.augment, state.mix_generator),
@@ -158,22 +196,30 @@ def save_training_checkpoint(
         is_main=accelerator.is_main_process,
         barrier=accelerator.wait_for_everyone,
         keep_last=keep_last,
+        meta=meta,  # meta.json, last, with the size and SHA-256 of every other file
     )
 
 
 def restore_training_state(
     checkpoint: Path, meta: dict[str, Any], state: TrainingState
 ) -> Position:
-    """Load `checkpoint` into `state` (this process's part) and return where the run stood.
+    """Load `checkpoint` into `state` (this process's part) and return where the run stood; says
+    "resuming from checkpoint-N (epoch E, batch B)" on stderr (main process).
 
-    The LR schedule's shape stays this run's (train.epochs may have changed); only its position
-    is restored.
+    A file that cannot be read (empty, truncated, damaged) is a ValueError naming it. The LR
+    schedule's shape stays this run's (train.epochs may have changed); only its position is
+    restored.
     """
     accelerator = state.accelerator
     device = accelerator.device
     # torch.load does not parse indexed CPU devices ("cpu:0", as accelerate names them under gloo).
     location = "cpu" if device.type == "cpu" else device
-    saved = torch.load(checkpoint / STATE_FILE, map_location=location, weights_only=True)
+    saved = load_torch_file(checkpoint / STATE_FILE, map_location=location)
+    if not isinstance(saved, dict) or not {"model", "optimizer", "scheduler"} <= set(saved):
+        raise ValueError(
+            f"checkpoint file {str(checkpoint / STATE_FILE)!r} does not hold a training state "
+            "(a mapping with model, optimizer and scheduler)"
+        )
     state.model.load_state_dict(saved["model"])
     state.optimizer.load_state_dict(saved["optimizer"])
     scheduler_state = dict(saved["scheduler"])
@@ -181,13 +227,20 @@ def restore_training_state(
     state.scheduler.load_state_dict(scheduler_state)
     if accelerator.scaler is not None and saved.get("scaler") is not None:
         accelerator.scaler.load_state_dict(saved["scaler"])
-    rank_state = torch.load(
-        checkpoint / rank_state_file(accelerator.process_index),
-        map_location="cpu",
-        weights_only=True,
-    )
+    rank_file = checkpoint / rank_state_file(accelerator.process_index)
+    rank_state = load_torch_file(rank_file, map_location="cpu")
+    if not isinstance(rank_state, dict):
+        raise ValueError(f"checkpoint file {str(rank_file)!r} does not hold a process's state")
     restore_rng_state(rank_state, state.augment, state.mix_generator)
     if "loop" in rank_state:
         # Back on the device the batches' values are summed on (saved from it, loaded to the CPU).
         state.sums.load_state_dict(rank_state["loop"], location)
-    return Position(int(meta["step"]), int(meta["epoch"]), int(meta["batch_in_epoch"]))
+    position = Position(int(meta["step"]), int(meta["epoch"]), int(meta["batch_in_epoch"]))
+    if accelerator.is_main_process:
+        print(
+            f"resuming from {checkpoint.name} (epoch {position.epoch}, batch "
+            f"{position.batch_in_epoch}) in {str(checkpoint.parent)!r}",
+            file=sys.stderr,
+            flush=True,
+        )
+    return position

@@ -29,7 +29,10 @@ class TrainingResult:
 
     run_dir: the output directory. step: optimizer steps done. epoch: epochs completed.
     checkpoint: the last checkpoint folder written (None if none was). stopped_by: "SIGTERM" /
-    "SIGINT" when a signal stopped the run early (a checkpoint was saved first), else None.
+    "SIGINT" / "SIGHUP" when a signal stopped the run early, "launcher exit" (stop.LAUNCHER_EXIT)
+    when the launcher that started it exited, else None. A run stopped after a step saved a
+    checkpoint of that step first; one stopped before its first step saved nothing (checkpoint
+    is then the one it resumed from, or None).
     """
 
     run_dir: Path
@@ -77,7 +80,7 @@ class TrainingTask(ABC):
     unless overridden.
     """
 
-    name: ClassVar[str]  # meta.json "task", the progress bar, the TensorBoard tag folder
+    name: ClassVar[str]  # meta.json "task", the progress bar's label, the TensorBoard tag folder
     command: ClassVar[str]  # the console script, in messages
     description: ClassVar[str]  # --help
     example: ClassVar[str]  # --help epilog
@@ -117,3 +120,7 @@ class TrainingTask(ABC):
     def checkpoint_meta(self, config: PretrainConfig) -> dict[str, Any]:
         """Extra meta.json entries."""
         return {}
+
+    def progress_label(self, config: PretrainConfig) -> str:
+        """The progress bar's label, e.g. "pretrain simclr"."""
+        return f"{self.name} {config.method.name}"

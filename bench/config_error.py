@@ -1,0 +1,87 @@
+"""How fast the training command answers a config error: the real `pretrain.py` on a bad key, a bad
+value and an unknown method name, each run --repeat times in a fresh interpreter.
+
+The command checks the config before importing torch, accelerate or timm, so these should take
+about as long as starting Python; for scale, the table also times `import torch` alone and the
+import of the pretrain task (what a good config goes on to load). Prints a markdown table of the
+median and range of the wall seconds, and the machine's load. No assertions on time.
+
+    python bench/config_error.py                  # 5 runs of each
+    python bench/config_error.py --repeat 9 --cpus 0,1   # pinned to two cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from _machine import cpu_name  # bench/ is on sys.path when a script runs
+
+REPO = Path(__file__).resolve().parents[1]
+PRETRAIN = REPO / "packages" / "pipelines" / "pretrain.py"
+SMOKE = REPO / "packages" / "pipelines" / "configs" / "smoke.yaml"
+
+# case -> (argv after the interpreter, the exit status it must end with)
+CASES: dict[str, tuple[list[str], int]] = {
+    "bad key (train.batchsize=8)": (
+        [str(PRETRAIN), "--config", str(SMOKE), "train.batchsize=8"],
+        2,
+    ),
+    "bad value (optimizer.lr=-1)": ([str(PRETRAIN), "--config", str(SMOKE), "optimizer.lr=-1"], 2),
+    "unknown method (method.name=simclr2)": (
+        [str(PRETRAIN), "--config", str(SMOKE), "method.name=simclr2"],
+        2,
+    ),
+    "for scale: python -c 'import torch'": (["-c", "import torch"], 0),
+    "for scale: import of the pretrain task": (["-c", "import contrastkit.pipelines.pretrain"], 0),
+}
+
+
+def time_once(argv: list[str], expected: int, cpus: set[int] | None) -> float:
+    """Wall seconds of one run of `python argv` (a fresh interpreter, as a user starts it)."""
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, *argv],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+    )
+    seconds = time.perf_counter() - start
+    if done.returncode != expected:
+        raise SystemExit(f"{argv} exited {done.returncode}, expected {expected}:\n{done.stderr}")
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeat", type=int, default=5, help="runs per case (median reported)")
+    parser.add_argument(
+        "--cpus", default=None, help="pin every run to these CPUs, e.g. 0,1 (Linux only)"
+    )
+    args = parser.parse_args()
+    cpus = {int(c) for c in args.cpus.split(",")} if args.cpus else None
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    where = f"{len(cpus)} pinned CPUs" if cpus else f"{os.cpu_count()} CPUs"
+    print(
+        f"machine: {cpu_name()}, {where}; load average {load:.2f} at start; "
+        f"Python {sys.version.split()[0]}; {args.repeat} runs per case"
+    )
+    print()
+    print("| case | median s | min s | max s |")
+    print("| --- | --- | --- | --- |")
+    for name, (argv, expected) in CASES.items():
+        times = [time_once(argv, expected, cpus) for _ in range(args.repeat)]
+        print(
+            f"| {name} | {statistics.median(times):.2f} | {min(times):.2f} | {max(times):.2f} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
