@@ -18,6 +18,10 @@ def dot(a: Tensor, b: Tensor) -> Tensor:
     return (a * b).sum()
 
 
+def cosine(a: Tensor, b: Tensor) -> Tensor:
+    return dot(a, b) / (torch.sqrt(dot(a, a)) * torch.sqrt(dot(b, b)))
+
+
 def log_sum_exp(values: list[Tensor]) -> Tensor:
     top = max(float(v.detach()) for v in values)
     return top + torch.log(sum(torch.exp(v - top) for v in values))
@@ -116,8 +120,6 @@ def byol(prediction: Tensor, target: Tensor, targets: Tensor | None) -> Tensor:
         p = prediction[i]
         weighted = 0.0
         for j in range(n):
-            z = target[j].detach()
-            cosine = dot(p, z) / (torch.sqrt(dot(p, p)) * torch.sqrt(dot(z, z)))
-            weighted = weighted + soft[i, j] * cosine
+            weighted = weighted + soft[i, j] * cosine(p, target[j].detach())
         total = total + (2 - 2 * weighted)
     return total / n

@@ -10,52 +10,37 @@ gathered copies carry the other ranks' losses back), i.e. world_size times the f
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from objectives_testing import (
+    WORLD,
+    assert_ranks_match_full_batch,
+    ddp_average,
+    float64_sampler,
+    full_batch_targets,
+    linear_imix_data,
+    run_linear_losses,
+    run_on_gloo_ranks,
+)
 
 from contrastkit.objectives import MemoryQueue, moco_loss, npair_loss, nt_xent_loss
-from contrastkit.objectives.distributed import all_gather_no_grad, all_gather_with_grad, world
+from contrastkit.objectives.distributed import (
+    all_gather_no_grad,
+    all_gather_with_grad,
+    all_reduce_no_grad,
+    all_reduce_sum_with_grad,
+    world,
+)
 
-WORLD = 2
 N_PER_RANK, IN_DIM, D, K = 3, 5, 4, 7
 TEMPERATURE = 0.3
 
 
 def _data() -> dict[str, torch.Tensor]:
-    generator = torch.Generator().manual_seed(0)
-
-    def rand(*shape: int) -> torch.Tensor:
-        return torch.randn(*shape, generator=generator, dtype=torch.float64)
-
-    n = WORLD * N_PER_RANK
-    soft_blocks = []
-    for _ in range(WORLD):
-        block = rand(N_PER_RANK, N_PER_RANK).exp()
-        soft_blocks.append(block / block.sum(dim=1, keepdim=True))
-    return {
-        "x1": rand(n, IN_DIM),
-        "x2": rand(n, IN_DIM),
-        "weight": rand(D, IN_DIM),
-        "bias": rand(D),
-        "queue": rand(K, D),
-        "soft": torch.stack(soft_blocks),  # (WORLD, n, n): each rank's local i-Mix targets
-        "index": torch.stack(
-            [torch.randperm(N_PER_RANK, generator=generator) for _ in range(WORLD)]
-        ),
-        "enqueue": rand(2, n, D),
-    }
-
-
-def _linear(data: dict[str, torch.Tensor]) -> torch.nn.Linear:
-    layer = torch.nn.Linear(IN_DIM, D, dtype=torch.float64)
-    with torch.no_grad():
-        layer.weight.copy_(data["weight"])
-        layer.bias.copy_(data["bias"])
-    return layer
+    data = linear_imix_data(N_PER_RANK, IN_DIM, D, bank_rows=K)  # bank: MoCo's queue
+    data["enqueue"] = float64_sampler(torch.Generator().manual_seed(1))(2, WORLD * N_PER_RANK, D)
+    return data
 
 
 def _losses(x1, x2, layer, data, soft, index) -> dict[str, torch.Tensor]:
@@ -71,77 +56,58 @@ def _losses(x1, x2, layer, data, soft, index) -> dict[str, torch.Tensor]:
 def _local_losses(x1, x2, layer, data, soft, index) -> dict[str, torch.Tensor]:
     """Losses that communicate nothing: with i-Mix, MoCo's in-batch keys are this rank's only."""
     z1, z2 = layer(x1), layer(x2)
-    return {"moco_soft": moco_loss(z1, z2.detach(), data["queue"], TEMPERATURE, soft)}
+    return {"moco_soft": moco_loss(z1, z2.detach(), data["bank"], TEMPERATURE, soft)}
 
 
 def _run(x1, x2, data, soft, index, losses=_losses) -> dict[str, dict[str, torch.Tensor]]:
     """Loss, parameter gradients and input gradients for every loss, one backward each."""
-    results = {}
-    for name in losses(x1, x2, _linear(data), data, soft, index):
-        layer = _linear(data)
-        a, b = x1.clone().requires_grad_(), x2.clone().requires_grad_()
-        loss = losses(a, b, layer, data, soft, index)[name]
-        loss.backward()
-        results[name] = {
-            "loss": loss.detach(),
-            "weight": layer.weight.grad,
-            "bias": layer.bias.grad,
-            "x1": a.grad,
-            "x2": b.grad,
-        }
+    return run_linear_losses(losses, x1, x2, data, soft, index)
+
+
+def _public_helpers(rank: int) -> dict[str, torch.Tensor]:
+    """What the public helpers return on this rank (mark: [rank, -rank])."""
+    mark = torch.tensor([float(rank), -float(rank)])
+    x = (torch.tensor([1.0, 2.0], dtype=torch.float64) * (rank + 1)).requires_grad_()
+    summed = all_reduce_sum_with_grad(x)  # [3, 6] on both ranks
+    # Rank r's loss weighs the sum by r + 1: the sum of the rank losses is 3 * sum(summed), so
+    # every rank's x must get gradient 3 (a plain all_reduce would leave it r + 1).
+    ((rank + 1) * summed.sum()).backward()
+    results = {
+        "world": torch.tensor(world()),
+        "gathered": all_gather_no_grad(mark),
+        "reduced_sum": all_reduce_no_grad(mark),
+        "reduced_max": all_reduce_no_grad(mark, "max"),
+        "summed": summed.detach(),
+        "summed_grad": x.grad,
+    }
+    results["mark_after"] = mark  # the no-grad reduce returns a new tensor
     return results
 
 
-def _worker(rank: int, init_file: str, out_dir: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
-    try:
-        data = _data()
-        mine = slice(rank * N_PER_RANK, (rank + 1) * N_PER_RANK)
-        args = (data["x1"][mine], data["x2"][mine], data, data["soft"][rank], data["index"][rank])
-        results = _run(*args) | _run(*args, losses=_local_losses)
-        for entry in results.values():
-            for key in ("loss", "weight", "bias"):  # what DDP would average
-                dist.all_reduce(entry[key])
-                entry[key] /= WORLD
-        queue = MemoryQueue(K, D).double()
-        for step in range(2):
-            queue.enqueue(data["enqueue"][step][mine])
-        results["queue"] = {"keys": queue.keys.clone(), "ptr": queue.ptr.clone()}
-        mark = torch.full((2,), float(rank))
-        results["public"] = {
-            "world": torch.tensor(world()),
-            "gathered": all_gather_no_grad(mark),
-        }
-        torch.save(results, Path(out_dir) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+def _worker(rank: int) -> dict[str, dict[str, torch.Tensor]]:
+    data = _data()
+    mine = slice(rank * N_PER_RANK, (rank + 1) * N_PER_RANK)
+    args = (data["x1"][mine], data["x2"][mine], data, data["soft"][rank], data["index"][rank])
+    results = _run(*args) | _run(*args, losses=_local_losses)
+    ddp_average(results, ("loss", "weight", "bias"))
+    queue = MemoryQueue(K, D).double()
+    for step in range(2):
+        queue.enqueue(data["enqueue"][step][mine])
+    results["queue"] = {"keys": queue.keys.clone(), "ptr": queue.ptr.clone()}
+    results["public"] = _public_helpers(rank)
+    return results
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not built in")
 def test_two_gloo_ranks_match_one_process_on_the_full_batch(tmp_path):
-    mp.spawn(_worker, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=WORLD, join=True)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
+    ranks = run_on_gloo_ranks(_worker, tmp_path)
 
     data = _data()
     # One process, full batch; per-rank i-Mix targets become block-diagonal (offset indices).
-    soft_full = torch.block_diag(*data["soft"])
-    index_full = torch.cat([data["index"][r] + r * N_PER_RANK for r in range(WORLD)])
-    full = _run(data["x1"], data["x2"], data, soft_full, index_full)
-
-    for name, expected in full.items():
-        for rank, result in enumerate(ranks):
-            got = result[name]
-            torch.testing.assert_close(got["loss"], expected["loss"], msg=f"{name} loss")
-            torch.testing.assert_close(got["weight"], expected["weight"], msg=f"{name} dW")
-            torch.testing.assert_close(got["bias"], expected["bias"], msg=f"{name} db")
-            mine = slice(rank * N_PER_RANK, (rank + 1) * N_PER_RANK)
-            for key in ("x1", "x2"):
-                if expected[key] is None:
-                    assert got[key] is None
-                    continue
-                torch.testing.assert_close(
-                    got[key] / WORLD, expected[key][mine], msg=f"{name} d{key} rank {rank}"
-                )
+    full = _run(data["x1"], data["x2"], data, *full_batch_targets(data["soft"], data["index"]))
+    assert_ranks_match_full_batch(
+        ranks, full, ("loss", "weight", "bias"), ("x1", "x2"), rows_per_rank=N_PER_RANK
+    )
 
     # MoCo (here with i-Mix targets) communicates nothing: after DDP averaging, loss and
     # parameter gradients are the mean of the per-half single-process values; inputs see only
@@ -164,10 +130,17 @@ def test_two_gloo_ranks_match_one_process_on_the_full_batch(tmp_path):
             torch.testing.assert_close(got[key], expected, msg=f"moco {key}")
         torch.testing.assert_close(got["x1"], halves[rank]["x1"], msg="moco dx1")
 
-    # The public helpers: each rank knows its place, and the gather is in rank order.
+    # The public helpers: each rank knows its place, the gather is in rank order, the reductions
+    # are element-wise over ranks, and the differentiable sum sends every rank's loss back.
     for rank, result in enumerate(ranks):
-        assert result["public"]["world"].tolist() == [rank, WORLD]
-        assert result["public"]["gathered"].tolist() == [0.0, 0.0, 1.0, 1.0]
+        public = result["public"]
+        assert public["world"].tolist() == [rank, WORLD]
+        assert public["gathered"].tolist() == [0.0, -0.0, 1.0, -1.0]
+        assert public["reduced_sum"].tolist() == [1.0, -1.0]
+        assert public["reduced_max"].tolist() == [1.0, 0.0]
+        assert public["mark_after"].tolist() == [float(rank), -float(rank)]
+        assert public["summed"].tolist() == [3.0, 6.0]
+        assert public["summed_grad"].tolist() == [3.0, 3.0]
 
     # The queue holds both ranks' keys (rank order) on every rank, as one process enqueuing all.
     single = MemoryQueue(K, D).double()
@@ -184,3 +157,8 @@ def test_public_helpers_are_the_identity_without_a_process_group():
     x = torch.randn(3, 2, requires_grad=True)
     assert all_gather_with_grad(x) is x
     assert all_gather_no_grad(x) is x
+    assert all_reduce_sum_with_grad(x) is x
+    assert all_reduce_no_grad(x) is x
+    assert all_reduce_no_grad(x, "max") is x
+    with pytest.raises(ValueError, match=r"op must be 'sum' or 'max', got 'mean'"):
+        all_reduce_no_grad(x, "mean")

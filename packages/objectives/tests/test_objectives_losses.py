@@ -6,6 +6,13 @@ import objectives_reference as ref
 import pytest
 import torch
 import torch.nn.functional as F
+from objectives_testing import (
+    TARGET_KINDS,
+    assert_same_value_and_grad,
+    float64_inputs,
+    make_targets,
+    soft_targets,
+)
 
 from contrastkit.objectives import (
     BYOLLoss,
@@ -26,75 +33,33 @@ from contrastkit.objectives import (
 N, D, K = 6, 5, 7
 
 
-def _inputs(seed: int, *shapes: tuple[int, ...]) -> list[torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    return [
-        torch.randn(*shape, generator=generator, dtype=torch.float64).requires_grad_()
-        for shape in shapes
-    ]
-
-
-def _soft_targets(seed: int, n: int = N) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    # Dirichlet-like rows with some exact zeros, so the padding/zero handling is exercised.
-    weights = torch.rand(n, n, generator=generator, dtype=torch.float64)
-    weights[weights < 0.3] = 0
-    weights[torch.arange(n), torch.arange(n)] += 0.5
-    return weights / weights.sum(dim=1, keepdim=True)
-
-
-def _index_targets(seed: int, n: int = N) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randint(0, n, (n,), generator=generator)  # repeats allowed
-
-
-TARGET_KINDS = ["none", "index", "soft"]
-
-
-def _targets(kind: str, seed: int) -> torch.Tensor | None:
-    return {"none": None, "index": _index_targets(seed), "soft": _soft_targets(seed)}[kind]
-
-
-def _assert_same_value_and_grad(ours, theirs, inputs) -> None:
-    torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-10)
-    ours_grads = torch.autograd.grad(ours, inputs, allow_unused=True)
-    theirs_grads = torch.autograd.grad(theirs, inputs, allow_unused=True)
-    for a, b in zip(ours_grads, theirs_grads, strict=True):
-        if b is None:
-            assert a is None or torch.count_nonzero(a) == 0
-        else:
-            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
-
-
 @pytest.mark.parametrize("temperature", [0.5, 0.07])
 def test_nt_xent_matches_loop_reference(temperature):
-    z1, z2 = _inputs(0, (N, D), (N, D))
+    z1, z2 = float64_inputs(0, (N, D), (N, D))
     ours = nt_xent_loss(z1, z2, temperature)
-    _assert_same_value_and_grad(ours, ref.nt_xent(z1, z2, temperature), [z1, z2])
+    assert_same_value_and_grad(ours, ref.nt_xent(z1, z2, temperature), [z1, z2])
     assert ours.dtype == torch.float64 and ours.ndim == 0
 
 
 @pytest.mark.parametrize("kind", TARGET_KINDS)
 def test_npair_matches_loop_reference(kind):
-    query, key = _inputs(1, (N, D), (N, D))
-    targets = _targets(kind, 11)
+    query, key = float64_inputs(1, (N, D), (N, D))
+    targets = make_targets(kind, 11, N)
     ours = npair_loss(query, key, 0.2, targets)
-    _assert_same_value_and_grad(ours, ref.npair(query, key, 0.2, targets), [query, key])
+    assert_same_value_and_grad(ours, ref.npair(query, key, 0.2, targets), [query, key])
 
 
 @pytest.mark.parametrize("kind", TARGET_KINDS)
 def test_moco_matches_loop_reference(kind):
-    query, key, queue = _inputs(2, (N, D), (N, D), (K, D))
-    targets = _targets(kind, 12)
+    query, key, queue = float64_inputs(2, (N, D), (N, D), (K, D))
+    targets = make_targets(kind, 12, N)
     ours = moco_loss(query, key, queue, 0.2, targets)
-    _assert_same_value_and_grad(
-        ours, ref.moco(query, key, queue, 0.2, targets), [query, key, queue]
-    )
+    assert_same_value_and_grad(ours, ref.moco(query, key, queue, 0.2, targets), [query, key, queue])
 
 
 def test_moco_with_identity_targets_differs_from_plain_moco():
     # With targets the other keys of the batch are negatives too; without, only the queue is.
-    query, key, queue = _inputs(3, (N, D), (N, D), (K, D))
+    query, key, queue = float64_inputs(3, (N, D), (N, D), (K, D))
     plain = moco_loss(query, key, queue)
     with_targets = moco_loss(query, key, queue, targets=torch.arange(N))
     assert with_targets > plain
@@ -102,7 +67,7 @@ def test_moco_with_identity_targets_differs_from_plain_moco():
 
 @pytest.mark.parametrize(("t_student", "t_teacher"), [(0.02, 0.02), (0.1, 0.01), (0.5, 0.3)])
 def test_isd_matches_loop_reference(t_student, t_teacher):
-    student, teacher, queue = _inputs(4, (N, D), (N, D), (K, D))
+    student, teacher, queue = float64_inputs(4, (N, D), (N, D), (K, D))
     ours = isd_loss(student, teacher, queue, t_student, t_teacher)
     theirs = ref.isd(student, teacher, queue, t_student, t_teacher)
     # The reference sums K terms of p (log p - log q); float64 rounding grows with 1/T.
@@ -116,21 +81,21 @@ def test_isd_matches_loop_reference(t_student, t_teacher):
 
 
 def test_isd_is_kl_divergence_zero_iff_distributions_match():
-    student, _, queue = _inputs(5, (N, D), (N, D), (K, D))
+    student, _, queue = float64_inputs(5, (N, D), (N, D), (K, D))
     assert isd_loss(student, student, queue, 0.1, 0.1).abs() < 1e-12
     assert isd_loss(student, -student, queue, 0.1, 0.1) > 0.1
 
 
 @pytest.mark.parametrize("kind", TARGET_KINDS)
 def test_byol_matches_loop_reference(kind):
-    prediction, target = _inputs(6, (N, D), (N, D))
-    targets = _targets(kind, 16)
+    prediction, target = float64_inputs(6, (N, D), (N, D))
+    targets = make_targets(kind, 16, N)
     ours = byol_loss(prediction, target, targets)
-    _assert_same_value_and_grad(ours, ref.byol(prediction, target, targets), [prediction, target])
+    assert_same_value_and_grad(ours, ref.byol(prediction, target, targets), [prediction, target])
 
 
 def test_byol_does_not_backpropagate_into_target():
-    prediction, target = _inputs(7, (N, D), (N, D))
+    prediction, target = float64_inputs(7, (N, D), (N, D))
     byol_loss(prediction, target).backward()
     assert prediction.grad is not None and target.grad is None
 
@@ -152,7 +117,7 @@ def test_imix_identity_soft_ce_is_lam_weighted_hard_ce(mix):
     images = torch.randn(N, 3, 8, 8, generator=generator)
     _, targets = mix(images, alpha=1.0, generator=generator)
     lam, permutation = _mixing_parts(targets)
-    query, key = _inputs(9, (N, D), (N, D))
+    query, key = float64_inputs(9, (N, D), (N, D))
     soft = npair_loss(query, key, 0.2, targets.double())
     logits = F.normalize(query, dim=1) @ F.normalize(key, dim=1).T / 0.2
     labels = torch.arange(N)
@@ -161,7 +126,7 @@ def test_imix_identity_soft_ce_is_lam_weighted_hard_ce(mix):
     ) * F.cross_entropy(logits, permutation, reduction="none")
     torch.testing.assert_close(soft, per_sample.mean(), rtol=1e-6, atol=1e-6)
     # Same identity through MoCo with a queue: the queue columns carry no target mass.
-    queue = _inputs(10, (K, D))[0]
+    queue = float64_inputs(10, (K, D))[0]
     moco_logits = (
         F.normalize(query, dim=1)
         @ torch.cat([F.normalize(key, dim=1), F.normalize(queue, dim=1)]).T
@@ -179,8 +144,8 @@ def test_imix_identity_soft_ce_is_lam_weighted_hard_ce(mix):
 
 
 def test_gradcheck_all_losses_float64():
-    query, key, queue = _inputs(11, (3, 4), (3, 4), (5, 4))
-    soft = _soft_targets(21, 3)
+    query, key, queue = float64_inputs(11, (3, 4), (3, 4), (5, 4))
+    soft = soft_targets(21, 3)
     teacher = torch.randn(3, 4, dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda a, b: nt_xent_loss(a, b, 0.3), (query, key))
     assert torch.autograd.gradcheck(lambda a, b: npair_loss(a, b, 0.3, soft), (query, key))
@@ -193,10 +158,10 @@ def test_gradcheck_all_losses_float64():
 
 
 def test_module_wrappers_call_the_functions():
-    query, key, queue = _inputs(12, (N, D), (N, D), (K, D))
+    query, key, queue = float64_inputs(12, (N, D), (N, D), (K, D))
     memory = MemoryQueue(K, D).double()
     memory.keys.copy_(queue.detach())
-    soft = _soft_targets(22)
+    soft = soft_targets(22, N)
     assert NTXentLoss(0.3)(query, key) == nt_xent_loss(query, key, 0.3)
     assert NPairLoss(0.3)(query, key, soft) == npair_loss(query, key, 0.3, soft)
     assert MoCoLoss(0.3)(query, key, memory) == moco_loss(query, key, queue, 0.3)

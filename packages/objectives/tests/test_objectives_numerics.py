@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from objectives_testing import assert_autocast_keeps_float32, saturated_pairs
 
 from contrastkit.objectives import byol_loss, isd_loss, moco_loss, npair_loss, nt_xent_loss
 
@@ -26,23 +27,10 @@ def _all_losses(a: torch.Tensor, b: torch.Tensor, queue: torch.Tensor) -> dict[s
     }
 
 
-def _saturated_pairs() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    generator = torch.Generator().manual_seed(0)
-    v = torch.randn(D, generator=generator)
-    same = v.expand(N, D).clone()
-    random = torch.randn(N, D, generator=generator)
-    return {
-        "identical": (same, same.clone()),
-        "opposite": (same, -same),
-        "random": (random, torch.randn(N, D, generator=generator)),
-        "random_equal_views": (random, random.clone()),
-    }
-
-
 @pytest.mark.parametrize("half", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("case", list(_saturated_pairs()))
+@pytest.mark.parametrize("case", list(saturated_pairs(0, N, D)))
 def test_half_inputs_at_cold_temperature_match_float32(half, case):
-    a, b = _saturated_pairs()[case]
+    a, b = saturated_pairs(0, N, D)[case]
     queue = torch.cat(
         [a[:4], -a[:4], torch.randn(K - 8, D, generator=torch.Generator().manual_seed(1))]
     )
@@ -63,7 +51,7 @@ def test_half_inputs_at_cold_temperature_match_float32(half, case):
 
 
 def test_saturated_losses_have_closed_form_values():
-    a, _ = _saturated_pairs()["identical"]
+    a, _ = saturated_pairs(0, N, D)["identical"]
     a = a.to(torch.bfloat16)
     # All 2N - 1 logits of an anchor equal 1/T, so each anchor's loss is log(2N - 1).
     assert math.isclose(nt_xent_loss(a, a, COLD).item(), math.log(2 * N - 1), abs_tol=1e-4)
@@ -76,7 +64,7 @@ def test_saturated_losses_have_closed_form_values():
 
 def test_half_gradients_are_finite_at_cold_temperature():
     for half in (torch.float16, torch.bfloat16):
-        for a, b in _saturated_pairs().values():
+        for a, b in saturated_pairs(0, N, D).values():
             a = a.to(half).requires_grad_()
             b = b.to(half).requires_grad_()
             nt_xent_loss(a, b, COLD).backward()
@@ -85,18 +73,7 @@ def test_half_gradients_are_finite_at_cold_temperature():
 
 
 def test_autocast_does_not_lower_the_loss_precision():
-    generator = torch.Generator().manual_seed(2)
-    layer = torch.nn.Linear(D, D)
-    x1, x2 = torch.randn(N, D, generator=generator), torch.randn(N, D, generator=generator)
-    queue = torch.randn(K, D, generator=generator)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        z1, z2 = layer(x1), layer(x2)
-        assert z1.dtype == torch.bfloat16  # autocast is really on
-        inside = _all_losses(z1, z2, queue)
-    outside = _all_losses(z1.float(), z2.float(), queue)
-    for name, value in inside.items():
-        assert value.dtype == torch.float32, name
-        torch.testing.assert_close(value, outside[name], rtol=0, atol=1e-5, msg=name)
+    assert_autocast_keeps_float32(_all_losses, seed=2, n=N, d=D, bank_rows=K)
 
 
 def test_autocast_backward_inside_the_region_is_float32():

@@ -28,6 +28,17 @@ def test_readme_has_an_example_for_each_objective():
         "byol_loss",
         "imix_mixup",
         "imix_cutmix",
+        "simsiam_loss",
+        "BarlowTwinsLoss",
+        "vicreg_loss",
+        "DINOLoss",
+        "dino_loss",
+        "SwAVLoss",
+        "swav_loss",
+        "sinkhorn_knopp",
+        "mocov3_loss",
+        "NNCLRLoss",
+        "supcon_loss",
     ):
         assert name in code, name
 

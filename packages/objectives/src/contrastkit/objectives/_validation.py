@@ -52,12 +52,15 @@ def check_same_shape(name_a: str, a: Tensor, name_b: str, b: Tensor) -> None:
         )
 
 
-def check_queue(queue: object, dim: int) -> Tensor:
-    """Raise unless `queue` is a non-empty floating (K, D) tensor with D == `dim`; return it."""
-    queue = check_embeddings("queue", queue, "(K, D)")
+def check_queue(queue: object, dim: int, name: str = "queue") -> Tensor:
+    """Raise unless `queue` is a non-empty floating (K, D) tensor with D == `dim`; return it.
+
+    `name` is the argument's name in the messages (a negative queue, NNCLR's support set, ...).
+    """
+    queue = check_embeddings(name, queue, "(K, D)")
     if queue.shape[1] != dim:
         raise ValueError(
-            f"queue dim must equal the embedding dim {dim}, got queue shape {tuple(queue.shape)}"
+            f"{name} dim must equal the embedding dim {dim}, got {name} shape {tuple(queue.shape)}"
         )
     return queue
 
@@ -68,6 +71,15 @@ def check_temperature(name: str, value: object) -> float:
         raise ValueError(f"{name} must be a number > 0, got {value!r}")
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def check_coefficient(name: str, value: object) -> float:
+    """Raise unless `value` is a finite real number >= 0 (a loss weight); return it as a float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     return float(value)
 
 

@@ -7,6 +7,8 @@ float64) with autocast off, so fp16/bf16 inputs and autocast regions give the fl
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -38,6 +40,29 @@ def _target_terms(
         return (anchors * keys[targets]).sum(dim=1), 1.0
     soft = targets.to(anchors.dtype)
     return (anchors * (soft @ keys)).sum(dim=1), soft.sum(dim=1)
+
+
+def _in_batch_infonce(
+    query: Tensor,
+    key: Tensor,
+    temperature: float,
+    targets: Tensor | None,
+    dtype: torch.dtype,
+    gather: Callable[[Tensor], Tensor] = all_gather_with_grad,
+) -> Tensor:
+    """Mean over this rank's N queries of `sum_j t_ij (lse_i - q_i . k_j / T)`, keys of all ranks.
+
+    query, key: (N, D), L2-normalised here in `dtype`; `gather` collects the normalised keys of all
+    ranks ((W*N, D), rank order: `all_gather_with_grad`, or `all_gather_no_grad` for keys that get
+    no gradient); targets as returned by `check_targets`, addressing this rank's block of keys.
+    The core of `npair_loss`, MoCo v3's `ctr` and NNCLR's loss. Call it with autocast disabled.
+    """
+    anchors = l2_normalize(query, dtype) / temperature
+    local_keys = l2_normalize(key, dtype)
+    keys = gather(local_keys)  # (WN, D)
+    lse = similarity_logsumexp(anchors, keys)
+    target_logit, target_mass = _target_terms(anchors, local_keys, targets)
+    return (target_mass * lse - target_logit).mean()
 
 
 def nt_xent_loss(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
@@ -97,12 +122,7 @@ def npair_loss(
     targets = check_targets(targets, query.shape[0], query.device)
     dtype = compute_dtype(query, key)
     with autocast_disabled(query.device):
-        anchors = l2_normalize(query, dtype) / temperature
-        local_keys = l2_normalize(key, dtype)
-        keys = all_gather_with_grad(local_keys)  # (WN, D)
-        lse = similarity_logsumexp(anchors, keys)
-        target_logit, target_mass = _target_terms(anchors, local_keys, targets)
-        return (target_mass * lse - target_logit).mean()
+        return _in_batch_infonce(query, key, temperature, targets, dtype)
 
 
 def moco_loss(
