@@ -18,9 +18,6 @@ nox.options.sessions = ["lint", "objectives", "augment", "backbones", "pipelines
 # torch builds that lie on this machine's disk: 2.13.0 is a 190 MB CPU wheel (our oldest
 # supported torch); 2.14.1 is the newest allowed, and the only one torchvision pairs with here.
 OLDEST_TORCH = ["torch==2.13.0"]
-# pip compiles every installed module to bytecode by default (torch: thousands of files, about a
-# minute per environment on 2 cores); Python compiles the few the tests import on first use.
-NO_COMPILE = "--no-compile"
 TORCH_WITH_VISION = ["torch==2.14.1", "torchvision==0.29.1"]
 
 # A new package is one line: name -> (torch pins, sibling packages it needs, modules that must be absent).
@@ -60,10 +57,8 @@ print("isolation ok: not importable:", ", ".join(sys.argv[1:]) or "(nothing to c
 def _package_session(name: str, torch_pins: list[str], siblings: list[str], absent: list[str]):
     def session_fn(session: nox.Session) -> None:
         def body() -> None:
-            session.install(NO_COMPILE, *torch_pins)
-            session.install(
-                NO_COMPILE, *[f"./packages/{s}" for s in siblings], f"./packages/{name}[test]"
-            )
+            session.install(*torch_pins)
+            session.install(*[f"./packages/{s}" for s in siblings], f"./packages/{name}[test]")
             session.run("python", "-c", _ABSENT_CHECK, *absent)
             session.run(
                 "python", "-c", f"import contrastkit.{name} as m; print(m.__name__, m.__version__)"
@@ -85,8 +80,8 @@ def integration(session: nox.Session) -> None:
     """Install every package together and run the cross-package tests in tests/."""
 
     def body() -> None:
-        session.install(NO_COMPILE, *TORCH_WITH_VISION)
-        session.install(NO_COMPILE, *[f"./packages/{p}[test]" for p in PACKAGES])
+        session.install(*TORCH_WITH_VISION)
+        session.install(*[f"./packages/{p}[test]" for p in PACKAGES])
         session.run("pytest", "tests", *session.posargs)
 
     _then_free_disk(session, body)
