@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from _machine import cpu_name  # bench/ is on sys.path when a script runs
+from _machine import machine_line  # bench/ is on sys.path when a script runs
 
 REPO = Path(__file__).resolve().parents[1]
 PRETRAIN = REPO / "packages" / "pipelines" / "pretrain.py"
@@ -66,12 +66,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     cpus = {int(c) for c in args.cpus.split(",")} if args.cpus else None
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    where = f"{len(cpus)} pinned CPUs" if cpus else f"{os.cpu_count()} CPUs"
-    print(
-        f"machine: {cpu_name()}, {where}; load average {load:.2f} at start; "
-        f"Python {sys.version.split()[0]}; {args.repeat} runs per case"
-    )
+    print(f"{machine_line(cpus)}; Python {sys.version.split()[0]}; {args.repeat} runs per case")
     print()
     print("| case | median s | min s | max s |")
     print("| --- | --- | --- | --- |")

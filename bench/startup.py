@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from _machine import cpu_name  # bench/ is on sys.path when a script runs
+from _machine import machine_line  # bench/ is on sys.path when a script runs
 
 REPO = Path(__file__).resolve().parents[1]
 PRETRAIN = REPO / "packages" / "pipelines" / "pretrain.py"
@@ -94,12 +94,7 @@ def main() -> None:
         raise SystemExit(f"CIFAR-10 npz files not found in {args.data_dir} (pass --data-dir)")
     cpus = {int(c) for c in args.cpus.split(",")} if args.cpus else None
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONUNBUFFERED": "1"}
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    where = f"{len(cpus)} pinned CPUs" if cpus else f"{os.cpu_count()} CPUs"
-    print(
-        f"machine: {cpu_name()}, {where}; load average {load:.2f} at start; "
-        f"OMP_NUM_THREADS={args.threads}; {args.repeat} runs"
-    )
+    print(f"{machine_line(cpus)}; OMP_NUM_THREADS={args.threads}; {args.repeat} runs")
     print()
     print("| what | median s | min s | max s |")
     print("| --- | --- | --- | --- |")
