@@ -197,3 +197,20 @@ def flip_byte(path: Path, offset: int) -> None:
     data = bytearray(path.read_bytes())
     data[offset] ^= 0x01
     path.write_bytes(bytes(data))
+
+
+def launch_two_processes(script: Path, args: list[str], **env: str) -> subprocess.CompletedProcess:
+    """`script` on two CPU processes through `accelerate launch` (extra environment `env`).
+
+    On a host without GPUs accelerate's `--cpu` flag starts one process (multi-CPU needs MPI);
+    `--multi_gpu` starts the torchrun launcher, and the pipeline then asks accelerate for gloo.
+    """
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_port", str(free_port()), str(script), *args,
+    ]  # fmt: skip
+    return subprocess.run(
+        command, cwd=REPO_ROOT, env={**os.environ, "CUDA_VISIBLE_DEVICES": "", **env},
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip

@@ -5,16 +5,13 @@ floating-point summation order."""
 from __future__ import annotations
 
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from pretrain_helpers import (
-    REPO_ROOT,
     SIGNAL_DRIVER,
-    free_port,
+    launch_two_processes,
     tiny_image_config,
     write_yaml,
 )
@@ -39,21 +36,8 @@ BN_FREE = {
 def _launch_two(
     args: list[str], driver: Path, signal_at_step: int = 0
 ) -> subprocess.CompletedProcess:
-    # On a host without GPUs accelerate's `--cpu` flag starts one process (multi-CPU needs MPI);
-    # `--multi_gpu` starts the torchrun launcher, and the pipeline then asks accelerate for gloo.
-    env = dict(
-        os.environ,
-        CUDA_VISIBLE_DEVICES="",
-        CK_TEST_SIGNAL_AT_STEP=str(signal_at_step),
-        CK_TEST_SIGNAL_RANK="0",
-    )
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", str(free_port()), str(driver), *args,
-    ]  # fmt: skip
-    return subprocess.run(
-        command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
+    return launch_two_processes(
+        driver, args, CK_TEST_SIGNAL_AT_STEP=str(signal_at_step), CK_TEST_SIGNAL_RANK="0"
     )
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import shutil
 import signal
 import subprocess
@@ -21,7 +20,7 @@ from pretrain_helpers import (
     PRETRAIN_SCRIPT,
     REPO_ROOT,
     flip_byte,
-    free_port,
+    launch_two_processes,
     run_pretrain_cli,
     tiny_image_config,
     truncate_file,
@@ -220,15 +219,7 @@ def test_unreadable_file_of_an_unverified_checkpoint_is_an_error_naming_it(
 
 def _launch_two(args: list[str]) -> subprocess.CompletedProcess:
     """The pretrain script on two CPU processes (gloo), as test_distributed launches it."""
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", str(free_port()), str(PRETRAIN_SCRIPT), *args,
-    ]  # fmt: skip
-    return subprocess.run(
-        command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
+    return launch_two_processes(PRETRAIN_SCRIPT, args)
 
 
 def test_two_processes_record_every_rank_file_and_skip_a_damaged_one(
