@@ -109,16 +109,22 @@ class JointModel(nn.Module):
         if self.method is not None:
             self.method.on_optimizer_step(step, total_steps)
 
+    def after_backward(self, epoch: int) -> None:
+        if self.method is not None:
+            self.method.after_backward(epoch)
+
     def forward(
         self,
         views: list[Tensor],
         labels: Tensor,
         *,
         step: int,
+        epoch: int = 0,
         generator: torch.Generator | None = None,
     ) -> JointStepOutput:
         """views: the augmented batch, a list of (N, C, H, W) or (N, F) float tensors (views[0]
-        is classified); labels: (N,) int64 classes. step, generator: as for the method."""
+        is classified); labels: (N,) int64 classes (also given to the method: SupCon reads them).
+        step, epoch, generator: as for the method."""
         if not isinstance(views, list | tuple) or not views:
             raise ValueError(
                 f"views must be a non-empty list of tensors, got {type(views).__name__}"
@@ -130,7 +136,9 @@ class JointModel(nn.Module):
             )
         ssl = None
         if self.method is not None:
-            ssl = self.method(list(views), step=step, generator=generator).loss
+            ssl = self.method(
+                list(views), step=step, epoch=epoch, labels=labels, generator=generator
+            ).loss
         logits = self.classifier(self.backbone(views[0])).float()
         ce = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
         loss = ce if ssl is None else ce + self.ssl_weight * ssl

@@ -66,12 +66,22 @@ class PretrainModel(nn.Module):
     def on_optimizer_step(self, step: int, total_steps: int) -> None:
         self.method.on_optimizer_step(step, total_steps)
 
+    def after_backward(self, epoch: int) -> None:
+        self.method.after_backward(epoch)
+
     def forward(
-        self, views: list[Tensor], labels: Tensor, *, step: int, generator: Generator | None = None
+        self,
+        views: list[Tensor],
+        labels: Tensor,
+        *,
+        step: int,
+        epoch: int = 0,
+        generator: Generator | None = None,
     ) -> StepOutput:
         """views: the augmented batch, a list of (N, C, H, W) or (N, F) float tensors; labels: (N,)
-        int64 classes (read by the online classifier only). step, generator: as for the method."""
-        out = self.method(views, step=step, generator=generator)
+        int64 classes (read by the online classifier, and by a supervised method such as SupCon).
+        step, epoch, generator: as for the method."""
+        out = self.method(views, step=step, epoch=epoch, labels=labels, generator=generator)
         if self.classifier is None:
             return StepOutput(out.loss, out.loss, None)
         num_classes = self.classifier.num_classes

@@ -59,16 +59,34 @@ class MethodConfig:
     imix_alpha: float = field(default=1.0, metadata=above(0.0))
     symmetric: bool = False
     separate_forwards: bool = False
+    # Fields of one or two methods each (None: the method's `method_defaults` fill what it uses).
+    base_temperature: float | None = field(default=None, metadata=above(0.0))  # supcon
+    lambda_offdiag: float | None = field(default=None, metadata=at_least(0.0))  # barlow_twins
+    scale_loss: float | None = field(default=None, metadata=above(0.0))  # barlow_twins
+    sim_coeff: float | None = field(default=None, metadata=at_least(0.0))  # vicreg
+    std_coeff: float | None = field(default=None, metadata=at_least(0.0))  # vicreg
+    cov_coeff: float | None = field(default=None, metadata=at_least(0.0))  # vicreg
+    num_prototypes: int | None = field(default=None, metadata=at_least(1))  # dino, swav
+    warmup_teacher_temperature: float | None = field(default=None, metadata=above(0.0))  # dino
+    warmup_teacher_temperature_epochs: int | None = field(default=None, metadata=at_least(0))
+    norm_last_layer: bool | None = None  # dino
+    center_momentum: float | None = field(default=None, metadata=_IN_0_1_OPEN)  # dino
+    sinkhorn_epsilon: float | None = field(default=None, metadata=above(0.0))  # swav
+    sinkhorn_iterations: int | None = field(default=None, metadata=at_least(1))  # swav
+    freeze_prototypes_epochs: int | None = field(default=None, metadata=at_least(0))  # swav
+    queue_start_epoch: int | None = field(default=None, metadata=at_least(0))  # swav
 
     def __post_init__(self) -> None:
         s = "method"
         check_fields(self, s)
         method = methods.method_class(self.name)
         if self.imix != "none" and not method.supports_imix:
+            why = method.imix_unsupported_reason or (
+                "i-Mix mixes the query of an in-batch or queue contrast"
+            )
             raise ValueError(
-                f"method.imix={self.imix!r} is defined only for methods {_methods_with('supports_imix')} "
-                f"(i-Mix mixes the query of an in-batch or queue contrast), got method.name={self.name!r}; "
-                "use method.imix=none"
+                f"method.imix={self.imix!r} is defined only for methods {_methods_with('supports_imix')}, "
+                f"got method.name={self.name!r} ({why}); use method.imix=none"
             )
         if self.symmetric and not method.supports_symmetric:
             raise ValueError(
@@ -80,6 +98,9 @@ class MethodConfig:
                 f"method.isd_plus=true is a preset of the isd method, got method.name={self.name!r}"
             )
         # Fill the defaults of the fields this method uses, so config.yaml records what ran.
+        for name, value in method.method_defaults.items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
         if self.temperature is None:
             self.temperature = method.default_temperature
         if method.default_momentum is not None:

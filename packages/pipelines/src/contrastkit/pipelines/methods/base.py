@@ -138,6 +138,10 @@ class PretrainMethod(nn.Module):
         isd_plus_temperatures: the (student, teacher) preset `method.isd_plus=true` sets; None
             where `isd_plus` is not allowed.
         supports_symmetric: whether `method.symmetric` (both directions, a queue each) is defined.
+        method_defaults: `method:` fields this method reads, and the values it fills in for them
+            when the config leaves them empty (e.g. DINO's num_prototypes).
+        imix_unsupported_reason: for a method without i-Mix, why i-Mix does not apply (said in
+            the error for `method.imix` other than none).
     """
 
     name: ClassVar[str] = ""
@@ -149,6 +153,8 @@ class PretrainMethod(nn.Module):
     default_student_teacher_temperatures: ClassVar[tuple[float, float] | None] = None
     isd_plus_temperatures: ClassVar[tuple[float, float] | None] = None
     supports_symmetric: ClassVar[bool] = False
+    method_defaults: ClassVar[Mapping[str, Any]] = {}
+    imix_unsupported_reason: ClassVar[str] = ""
 
     @classmethod
     def preset(cls, method: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -171,7 +177,8 @@ class PretrainMethod(nn.Module):
                 f"{type(self).__name__} needs method.name={self.name!r}, got {method.name!r}"
             )
         if method.imix != "none" and not self.supports_imix:
-            raise ValueError(f"method {self.name!r} does not support i-Mix (method.imix)")
+            why = f" ({self.imix_unsupported_reason})" if self.imix_unsupported_reason else ""
+            raise ValueError(f"method {self.name!r} does not support i-Mix (method.imix){why}")
         num_features = getattr(backbone, "num_features", None)
         if not isinstance(num_features, int) or num_features < 1:
             raise ValueError(
@@ -210,15 +217,24 @@ class PretrainMethod(nn.Module):
         """(features, projections) of `network` (the encoder or its teacher) on the inputs, each
         (sum of N_i, .) stacked in input order.
 
-        One forward of the concatenated batch, so one BatchNorm batch over every input; with
-        `method.separate_forwards` one forward per input, so each input (view) is normalised
-        by its own batch statistics, as solo-learn forwards its views.
+        Consecutive inputs of one shape go through one forward of their concatenation, so one
+        BatchNorm batch over them; inputs of another resolution (multi-crop's local crops) start
+        a new forward, as DINO's MultiCropWrapper groups its crops. With
+        `method.separate_forwards` every input is its own forward, so each input (view) is
+        normalised by its own batch statistics, as solo-learn forwards its views.
         """
         if len(inputs) == 1:
             return network(inputs[0])
-        if not self.method_config.separate_forwards:
-            return network(torch.cat(list(inputs)))
-        outputs = [network(x) for x in inputs]
+        groups: list[list[Tensor]] = []
+        for x in inputs:
+            same = groups and groups[-1][-1].shape[1:] == x.shape[1:]
+            if same and not self.method_config.separate_forwards:
+                groups[-1].append(x)
+            else:
+                groups.append([x])
+        if len(groups) == 1:
+            return network(torch.cat(groups[0]))
+        outputs = [network(group[0] if len(group) == 1 else torch.cat(group)) for group in groups]
         return torch.cat([f for f, _ in outputs]), torch.cat([z for _, z in outputs])
 
     def mix(self, x: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor | None]:
@@ -243,14 +259,28 @@ class PretrainMethod(nn.Module):
         return self.seed * 1_000_003 + step
 
     def forward(
-        self, views: list[Tensor], *, step: int, generator: torch.Generator | None = None
+        self,
+        views: list[Tensor],
+        *,
+        step: int,
+        epoch: int = 0,
+        labels: Tensor | None = None,
+        generator: torch.Generator | None = None,
     ) -> MethodOutput:
-        """views: the augmented batch, a list of (N, C, H, W) or (N, F) float tensors.
+        """views: the augmented batch, a list of (N, C, H, W) or (N, F) float tensors (a
+        multi-crop recipe gives its 2 global views first, then the local ones, smaller).
 
         step: index of this forward in the run (micro-batches count), for per-step randomness
-        that must agree across ranks. generator: draws the i-Mix mixing on this rank.
+        that must agree across ranks. epoch: the 0-based epoch this batch belongs to (for
+        per-epoch schedules). labels: (N,) int64 classes of the batch, or None; only supervised
+        methods read them. generator: draws the i-Mix mixing on this rank.
         """
         raise NotImplementedError
+
+    def after_backward(self, epoch: int) -> None:
+        """After the backward of the micro-batch that completes an optimizer step, before gradient
+        clipping and the step itself (e.g. SwAV drops its prototypes' gradients while they are
+        frozen). epoch: the 0-based epoch of the batch."""
 
     @torch.no_grad()
     def on_optimizer_step(self, step: int, total_steps: int) -> None:

@@ -38,7 +38,13 @@ class BYOL(SelfDistillationMethod):
     default_final_momentum = 1.0  # rises to 1 on a cosine (Grill et al. 2020)
 
     def forward(
-        self, views: list[Tensor], *, step: int, generator: torch.Generator | None = None
+        self,
+        views: list[Tensor],
+        *,
+        step: int,
+        epoch: int = 0,
+        labels: Tensor | None = None,
+        generator: torch.Generator | None = None,
     ) -> MethodOutput:
         view1, view2 = two_views(views)
         inputs, (targets1, targets2) = self.mix_both(view1, view2, generator)

@@ -88,7 +88,13 @@ class ISD(SelfDistillationMethod):
         self.queue = MemoryQueue(method.queue_size, self.embedding_dim, seed=seed)
 
     def forward(
-        self, views: list[Tensor], *, step: int, generator: torch.Generator | None = None
+        self,
+        views: list[Tensor],
+        *,
+        step: int,
+        epoch: int = 0,
+        labels: Tensor | None = None,
+        generator: torch.Generator | None = None,
     ) -> MethodOutput:
         weak, strong = two_views(views)
         features, projections = self.encoder(strong)

@@ -64,7 +64,13 @@ class MoCo(PretrainMethod):
             self.view1_queue = MemoryQueue(method.queue_size, self.embedding_dim, seed=seed + 1)
 
     def forward(
-        self, views: list[Tensor], *, step: int, generator: torch.Generator | None = None
+        self,
+        views: list[Tensor],
+        *,
+        step: int,
+        epoch: int = 0,
+        labels: Tensor | None = None,
+        generator: torch.Generator | None = None,
     ) -> MethodOutput:
         view1, view2 = two_views(views)
         if self.view1_queue is not None:

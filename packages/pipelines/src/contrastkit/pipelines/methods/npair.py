@@ -32,7 +32,13 @@ class NPair(PretrainMethod):
     default_temperature = 0.2
 
     def forward(
-        self, views: list[Tensor], *, step: int, generator: torch.Generator | None = None
+        self,
+        views: list[Tensor],
+        *,
+        step: int,
+        epoch: int = 0,
+        labels: Tensor | None = None,
+        generator: torch.Generator | None = None,
     ) -> MethodOutput:
         view1, view2 = two_views(views)
         queries, targets = self.mix(view1, generator)

@@ -22,7 +22,13 @@ class SimCLR(PretrainMethod):
     default_temperature = 0.5
 
     def forward(
-        self, views: list[Tensor], *, step: int, generator: torch.Generator | None = None
+        self,
+        views: list[Tensor],
+        *,
+        step: int,
+        epoch: int = 0,
+        labels: Tensor | None = None,
+        generator: torch.Generator | None = None,
     ) -> MethodOutput:
         view1, view2 = two_views(views)
         features, projections = self.encode(self.encoder, [view1, view2])

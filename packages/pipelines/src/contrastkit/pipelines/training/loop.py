@@ -260,8 +260,12 @@ def _steps(run: _Run, start: Position, stop: StopRequest, bar: tqdm) -> Training
                 if run.channels_last:
                     views = [v.contiguous(memory_format=torch.channels_last) for v in views]
                 micro_step = run.step * train.grad_accum + batch_index % train.grad_accum
-                out = model(views, labels, step=micro_step, generator=state.mix_generator)
+                out = model(
+                    views, labels, step=micro_step, epoch=epoch, generator=state.mix_generator
+                )
                 accelerator.backward(out.loss)
+                if accelerator.sync_gradients:
+                    state.model.after_backward(epoch)
                 if accelerator.sync_gradients and train.clip_grad is not None:
                     accelerator.clip_grad_norm_(model.parameters(), train.clip_grad)
                 state.optimizer.step()

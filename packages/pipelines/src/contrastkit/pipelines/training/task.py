@@ -69,8 +69,9 @@ class TrainingTask(ABC):
     The loop owns the data, accelerate, the optimizer and schedule, checkpoints, exact resume,
     signals, the NaN stop, metrics.csv, the kNN monitor and curves.png, and calls the hooks
     below. The model `build_model` returns exposes `backbone` (saved as backbone.pt),
-    `backbones()` (what model.compile compiles), `on_optimizer_step(step, total_steps)` and
-    `forward(views, labels, *, step, generator)` returning an object with `.loss`
+    `backbones()` (what model.compile compiles), `on_optimizer_step(step, total_steps)`,
+    `after_backward(epoch)` (called before the optimizer step's clipping and update) and
+    `forward(views, labels, *, step, epoch, generator)` returning an object with `.loss`
     (backpropagated) and `.logged()` (metrics.csv column -> scalar tensor of the batch; averaged
     over the logged steps and the epoch). With train.online_linear it also has `classifier`
     (the monitor's online classifier, reading backbone features).
