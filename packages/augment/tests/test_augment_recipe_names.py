@@ -43,7 +43,10 @@ IMAGE_VIEW_COUNTS = {
     "isd_views": 2,
     "probe_views": 1,
     "identity_views": 1,
+    "dino_views": 10,
+    "swav_views": 8,
 }
+MULTI_CROP = ("dino_views", "swav_views")
 # Old make_views string -> new string, written out here rather than read from RENAMED_RECIPES.
 OLD_TO_NEW = {
     "simclr": "simclr_views",
@@ -74,7 +77,12 @@ def test_registries_hold_exactly_the_new_names() -> None:
 def test_every_image_recipe_returns_a_tuple_of_recipes_one_per_view(name: str, size: int) -> None:
     views = IMAGE_RECIPES[name](size)
     assert isinstance(views, tuple) and len(views) == IMAGE_VIEW_COUNTS[name]
-    assert all(isinstance(v, ViewRecipe) and v.size == size for v in views)
+    assert all(isinstance(v, ViewRecipe) for v in views)
+    # Every view has the global size, but for the multi-crop local views (from the third view on).
+    assert all(v.size == size for v in views[:2])
+    assert all(
+        v.size == (size if name not in MULTI_CROP else round(size * 96 / 224)) for v in views[2:]
+    )
     augment = make_views(name, size, seed=0)
     assert augment.views == views and augment.num_views == len(views)
     assert len(augment(_uint8_batch(size=size))) == len(views)

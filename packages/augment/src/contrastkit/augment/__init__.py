@@ -1,7 +1,8 @@
 """contrastkit.augment: batched on-device multi-view augmentation for self-supervised learning.
 
 ``make_views("simclr_views", 32, seed=0)(uint8_batch)`` gives two views with per-sample random
-crops, flips and colors, drawn and computed on the batch's own device. The 0.1 recipe names
+crops, flips and colors, drawn and computed on the batch's own device; ``dino_views`` and
+``swav_views`` give multi-crop views (2 global + N local crops, one batched call per resolution). The 0.1 recipe names
 (``simclr``, ``mocov2``, ``byol``, ``isd``, ``linear_probe``, ``cifar_eval``, ``identity``,
 ``gaussian_noise``) still work as deprecated aliases until 0.3.
 """
@@ -14,7 +15,8 @@ from contrastkit.augment.factory import (
     TABULAR_RECIPES,
     make_views,
 )
-from contrastkit.augment.multiview import MultiViewAugment
+from contrastkit.augment.multicrop import default_local_size, dino_views, swav_views
+from contrastkit.augment.multiview import MultiViewAugment, group_views
 from contrastkit.augment.normalization import DATASET_NORMALIZATION, dataset_normalization
 from contrastkit.augment.params import ViewParams, sample_view_params
 from contrastkit.augment.recipes import (
@@ -55,9 +57,12 @@ __all__ = [
     "cifar_eval",
     "dataset_normalization",
     "default_blur_kernel_size",
+    "default_local_size",
+    "dino_views",
     "functional",
     "gaussian_noise",
     "gaussian_noise_views",
+    "group_views",
     "identity",
     "identity_views",
     "isd",
@@ -70,4 +75,5 @@ __all__ = [
     "sample_view_params",
     "simclr",
     "simclr_views",
+    "swav_views",
 ]

@@ -15,12 +15,14 @@ from typing import Any
 import torch
 
 from contrastkit.augment import recipes as R
+from contrastkit.augment.multicrop import dino_views, swav_views
 from contrastkit.augment.multiview import MultiViewAugment
 from contrastkit.augment.normalization import DATASETS, dataset_normalization
 from contrastkit.augment.recipes import NoiseRecipe, ViewRecipe
 
 # Recipe name -> its recipe function, (size, **overrides) -> one recipe per view. Contrastive
-# recipes give 2 views, the evaluation recipes 1. isd_views gives (weak teacher, strong student).
+# recipes give 2 views, the evaluation recipes 1. isd_views gives (weak teacher, strong student);
+# the multi-crop recipes give 2 global views, then num_local local views (10 for DINO, 8 for SwAV).
 IMAGE_RECIPES: MappingProxyType[str, Callable[..., tuple[ViewRecipe, ...]]] = MappingProxyType(
     {
         "simclr_views": R.simclr_views,
@@ -29,6 +31,8 @@ IMAGE_RECIPES: MappingProxyType[str, Callable[..., tuple[ViewRecipe, ...]]] = Ma
         "isd_views": R.isd_views,
         "probe_views": R.probe_views,
         "identity_views": R.identity_views,
+        "dino_views": dino_views,
+        "swav_views": swav_views,
     }
 )
 
@@ -71,12 +75,14 @@ def _unknown_recipe(recipe: str, dataset: str) -> ValueError:
     matches = difflib.get_close_matches(recipe, list(spellings), n=3, cutoff=0.6)
     close = dict.fromkeys(spellings[m] for m in matches)
     message = f"unknown recipe {recipe!r} for dataset {dataset!r}; valid recipes: {list(valid)}"
-    if close:
-        message += f"; did you mean {' or '.join(map(repr, close))}?"
-    elif RENAMED_RECIPES.get(recipe, recipe) in IMAGE_RECIPES:
+    # A recipe of the other data kind is named as such before any fuzzy match:
+    # 'gaussian_noise_views' on images is not a misspelt 'dino_views'.
+    if RENAMED_RECIPES.get(recipe, recipe) in IMAGE_RECIPES:
         message += "; that is a recipe for image datasets"
     elif RENAMED_RECIPES.get(recipe, recipe) in TABULAR_RECIPES:
         message += "; that is a recipe for dataset 'tabular'"
+    elif close:
+        message += f"; did you mean {' or '.join(map(repr, close))}?"
     return ValueError(message)
 
 
@@ -95,7 +101,8 @@ def make_views(
         recipe: image datasets: ``simclr_views``, ``mocov2_views``, ``byol_views``,
             ``isd_views`` (2 views each; isd gives [weak teacher view, strong student view]),
             ``probe_views`` (1 view: padded crop + flip), ``identity_views`` (1 view: resize to
-            ``size`` if needed + normalize). ``tabular``: ``identity_views`` (2 copies of the
+            ``size`` if needed + normalize), ``dino_views`` / ``swav_views`` (multi-crop: 2 global
+            views of ``size`` px, then ``num_local`` local views, 8 / 6 by default). ``tabular``: ``identity_views`` (2 copies of the
             input), ``gaussian_noise_views`` (2 noisy views). The 0.1 names (``RENAMED_RECIPES``)
             still work and warn with a DeprecationWarning.
         size: output side in px for images (>= 1); not used for ``tabular`` (features keep their shape).
@@ -103,7 +110,9 @@ def make_views(
         seed: seeds the augmentation generators; None = drawn from torch's global generator.
         device: create that device's generator now (optional).
         **overrides: recipe fields to change in every view, e.g. ``gray_p=0.0`` or, for
-            ``gaussian_noise_views``, ``std=0.05``.
+            ``gaussian_noise_views``, ``std=0.05``; the image recipes also take
+            ``blur_min_size``, and the multi-crop ones ``num_local``, ``local_size``,
+            ``global_scale`` and ``local_scale`` (``data.augment_options`` in the pipelines).
 
     Returns:
         A MultiViewAugment; ``make_views(...)(batch)`` is a list of ``num_views`` tensors.

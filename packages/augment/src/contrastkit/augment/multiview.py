@@ -1,4 +1,4 @@
-"""MultiViewAugment: several independently augmented views of one batch, in one call per view.
+"""MultiViewAugment: several independently augmented views of one batch, one call per resolution.
 
 It owns the random generators (one per device, all seeded from one seed) and checkpoints them,
 so a resumed run draws the same augmentations as an uninterrupted one.
@@ -6,6 +6,7 @@ so a resumed run draws the same augmentations as an uninterrupted one.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,6 +18,31 @@ from contrastkit.augment.recipes import NoiseRecipe, ViewRecipe
 from contrastkit.augment.view import FLOAT_DTYPES, apply_view, check_image_batch
 
 _MAX_SEED = 2**63 - 1
+
+# Recipe fields that only set how often an op happens. A view with probability 0 draws all-False
+# masks (or sigma 0), which every op applies as an exact identity, so views that differ only in
+# these fields can share one apply_view call that runs each op any of them needs.
+PROBABILITY_FIELDS = ("flip_p", "jitter_p", "gray_p", "blur_p", "solarize_p")
+
+
+def group_views(views: Sequence[ViewRecipe]) -> tuple[tuple[ViewRecipe, tuple[int, ...]], ...]:
+    """Views that one batched ``apply_view`` call can make together, in order of first appearance.
+
+    Views are grouped when their recipes are equal in every field but ``PROBABILITY_FIELDS``
+    (same size, crop, strengths, blur kernel, ...). Each group is (recipe of the call: the group's
+    recipe with each probability the largest in the group, view indices in order).
+    """
+    groups: dict[ViewRecipe, list[int]] = {}
+    for index, recipe in enumerate(views):
+        key = dataclasses.replace(recipe, **dict.fromkeys(PROBABILITY_FIELDS, 0.0))
+        groups.setdefault(key, []).append(index)
+    merged = []
+    for key, indices in groups.items():
+        probabilities = {
+            name: max(getattr(views[i], name) for i in indices) for name in PROBABILITY_FIELDS
+        }
+        merged.append((dataclasses.replace(key, **probabilities), tuple(indices)))
+    return tuple(merged)
 
 
 def _device_key(device: torch.device | str) -> str:
@@ -32,6 +58,10 @@ class MultiViewAugment:
 
     Image views (``ViewRecipe``): ``batch`` is (N, C, H, W) uint8 (0..255) or float (0..1) on any
     device; each view is (N, C, size, size) float32, normalized with ``mean``/``std``, on that device.
+    Views that differ only in their probabilities (e.g. DINO's two global crops, or all its local
+    crops) are made by ONE ``apply_view`` call on the batch repeated once per view, each view
+    with the parameters drawn from its own recipe: the same tensors as one call per view, with
+    fewer, larger kernels (``view_groups`` lists the groups). The order of views is kept.
     Noise views (``NoiseRecipe``, tabular or generic data): ``batch`` is (N, ...) float; each view
     is float32 of the same shape: the input plus independent Gaussian noise (none for std = 0).
 
@@ -92,6 +122,8 @@ class MultiViewAugment:
             raise ValueError(f"seed must be None or an int in [0, 2**63 - 1], got {seed!r}")
         self.views: tuple[ViewRecipe, ...] | tuple[NoiseRecipe, ...] = views  # type: ignore[assignment]
         self.num_views = len(views)
+        # (recipe of the call, view indices) per batched call; noise views have no groups.
+        self._groups = group_views(views) if self.is_image else ()  # type: ignore[arg-type]
         self.mean: tuple[float, ...] | None = mean
         self.std: tuple[float, ...] | None = std
         self.seed = seed
@@ -132,10 +164,20 @@ class MultiViewAugment:
         if not self.is_image:
             return self._noise_views(batch)
         params = self.sample_params(batch)
-        return [
-            apply_view(batch, recipe, p, self.mean, self.std)  # type: ignore[arg-type]
-            for recipe, p in zip(self.views, params)
-        ]
+        views: list[Tensor] = [batch] * self.num_views  # placeholders, all replaced below
+        for recipe, indices in self._groups:
+            k = len(indices)
+            source = batch if k == 1 else batch.repeat(k, 1, 1, 1)
+            stacked = params[indices[0]] if k == 1 else ViewParams.cat([params[i] for i in indices])
+            out = apply_view(source, recipe, stacked, self.mean, self.std)
+            for index, view in zip(indices, out.chunk(k)):
+                views[index] = view
+        return views
+
+    @property
+    def view_groups(self) -> tuple[tuple[int, ...], ...]:
+        """The view indices made by each batched call, e.g. ((0, 1), (2, ..., 9)) for DINO."""
+        return tuple(indices for _, indices in self._groups)
 
     def _noise_views(self, batch: Tensor) -> list[Tensor]:
         if not isinstance(batch, Tensor):

@@ -6,7 +6,9 @@ ColorJitter, RandomGrayscale, GaussianBlur, RandomSolarize), drawn for a whole b
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -63,6 +65,18 @@ class ViewParams:
             gray=self.gray[index],
             sigma=self.sigma[index],
             solarize=self.solarize[index],
+        )
+
+    @staticmethod
+    def cat(parts: Sequence[ViewParams]) -> ViewParams:
+        """The parameters of several views stacked along N, in order: (sum of N_i) samples."""
+        if not parts:
+            raise ValueError("parts must hold at least one ViewParams, got none")
+        return ViewParams(
+            **{
+                f.name: torch.cat([getattr(p, f.name) for p in parts])
+                for f in dataclasses.fields(ViewParams)
+            }
         )
 
 
