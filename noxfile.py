@@ -82,6 +82,13 @@ def integration(session: nox.Session) -> None:
     def body() -> None:
         session.install(*TORCH_WITH_VISION)
         session.install(*[f"./packages/{p}[test]" for p in PACKAGES])
+        # lightly, only to compare losses with (tests/test_objectives_vs_lightly.py, written
+        # against this pin). lightly.loss imports torch, torchvision and numpy alone, so its
+        # declared deps (hydra-core, pytorch_lightning, torchmetrics, aiohttp, ...) stay out.
+        session.install("--no-deps", "lightly==1.6.0")
+        session.run(
+            "python", "-c", "import lightly, lightly.loss; print('lightly', lightly.__version__)"
+        )
         session.run("pytest", "tests", *session.posargs)
 
     _then_free_disk(session, body)
