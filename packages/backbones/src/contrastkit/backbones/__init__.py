@@ -1,10 +1,12 @@
 """contrastkit.backbones: encoders for self-supervised learning and the heads that go on them.
 
 MyResNet, CIFAR-form ResNet-18/34/50, any timm model, a tabular MLP, i-Mix's mlp_5layer;
-projection, prediction and linear heads; a Keras-style model summary.
+projection, prediction and linear heads, DINO's head and weight-normalised prototypes; a
+Keras-style model summary.
 """
 
 from contrastkit.backbones._version import __version__
+from contrastkit.backbones.dino_head import DINOHead, WeightNormLinear
 from contrastkit.backbones.factory import (
     BACKBONE_NAMES,
     TABULAR_BACKBONE_NAMES,
@@ -24,6 +26,7 @@ __all__ = [
     "TABULAR_BACKBONE_NAMES",
     "TIMM_PREFIX",
     "CifarResNet",
+    "DINOHead",
     "IMixMLP5",
     "LinearClassifier",
     "ModelSummary",
@@ -33,6 +36,7 @@ __all__ = [
     "SummaryRow",
     "TabularMLP",
     "TimmBackbone",
+    "WeightNormLinear",
     "__version__",
     "check_backbone_name",
     "create_backbone",
