@@ -68,7 +68,7 @@ def _messages(stderr: str) -> list[str]:
     [
         (PRETRAIN_SCRIPT, ["train.batchsize=8"], r"unknown key 'batchsize' in section 'train'.*Did you mean 'batch_size'"),
         (PRETRAIN_SCRIPT, ["optimizer.lr=-1"], r"optimizer\.lr must be > 0\.0, got -1"),
-        (PRETRAIN_SCRIPT, ["method.name=simclr2"], r"method\.name must be one of \['byol', 'isd', 'moco', 'npair', 'simclr'\], got 'simclr2' \(did you mean 'simclr'\?\)"),
+        (PRETRAIN_SCRIPT, ["method.name=simclr2"], r"method\.name must be one of \['barlow_twins', 'byol', 'dino', 'isd', 'moco', 'mocov3', 'nnclr', 'npair', 'simclr', 'simsiam', 'supcon', 'swav', 'vicreg'\], got 'simclr2' \(did you mean 'simclr'\?\)"),
         (PRETRAIN_SCRIPT, ["train.epochs=2", "train.warmup_epochs=5"], r"train\.warmup_epochs must be <= train\.epochs \(2\), got 5\.0; .*train\.epochs=2 train\.warmup_epochs=0\.2"),
         (JOINT_SCRIPT, ["joint.ssl_weight=-1"], r"joint\.ssl_weight must be >= 0\.0, got -1"),
     ],
@@ -93,7 +93,7 @@ def test_a_config_that_passes_the_early_check_is_still_checked_whole(tmp_path: P
     assert done.returncode == 2
     assert _messages(done.stderr) == [
         "contrastkit-pretrain: error: method.imix='mixup' is defined only for methods "
-        "['byol', 'moco', 'npair'] (i-Mix mixes the query of an in-batch or queue contrast), "
+        "['byol', 'moco', 'mocov3', 'nnclr', 'npair', 'simsiam'] (i-Mix mixes the query of an in-batch or queue contrast), "
         "got method.name='simclr'; use method.imix=none"
     ]
     assert "torch" in _imported(done.stderr)

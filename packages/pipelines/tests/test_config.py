@@ -30,7 +30,10 @@ SHIPPED = sorted(CONFIG_DIR.glob("*.yaml"))
 
 def test_registry_finds_every_method_module() -> None:
     # The registry is built from the method modules; the config validates against it.
-    assert list(METHODS) == ["byol", "isd", "moco", "npair", "simclr"]
+    assert list(METHODS) == [
+        "barlow_twins", "byol", "dino", "isd", "moco", "mocov3", "nnclr", "npair", "simclr",
+        "simsiam", "supcon", "swav", "vicreg",
+    ]  # fmt: skip
     # Each method lives in the module named as it, so the names are known without importing
     # (method_names reads the module names; the command line checks method.name with it).
     assert method_names() == list(METHODS)
@@ -75,7 +78,7 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
 
 BAD_VALUES = [
     ({"method": {"name": "simclr2"}}, r"method\.name must be one of .*'simclr2'.*did you mean 'simclr'"),
-    ({"method": {"name": "simclr", "imix": "mixup"}}, r"method\.imix='mixup' is defined only for methods \['byol', 'moco', 'npair'\]"),
+    ({"method": {"name": "simclr", "imix": "mixup"}}, r"method\.imix='mixup' is defined only for methods \['byol', 'moco', 'mocov3', 'nnclr', 'npair', 'simsiam'\]"),
     ({"method": {"name": "isd", "imix": "cutmix"}}, r"method\.imix='cutmix' is defined only for methods"),
     ({"method": {"name": "npair", "imix": "mix"}}, r"method\.imix must be one of \['none', 'mixup', 'cutmix'\], got 'mix'"),
     ({"method": {"temperature": 0}}, r"method\.temperature must be > 0.0, got 0"),

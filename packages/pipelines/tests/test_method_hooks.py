@@ -12,7 +12,7 @@ from pretrain_helpers import tiny_tabular_config, toy_tabular
 from torch import Tensor, nn
 
 from contrastkit.backbones import create_backbone
-from contrastkit.pipelines.config import MethodConfig, config_from_dict
+from contrastkit.pipelines.config import JointTrainingConfig, MethodConfig, config_from_dict
 from contrastkit.pipelines.methods import build_method
 from contrastkit.pipelines.methods.simclr import SimCLR
 from contrastkit.pipelines.pretrain import run_pretrain
@@ -136,3 +136,38 @@ def test_method_fields_reject_bad_values_naming_them(
     with pytest.raises(ValueError, match=rf"method\.{field}") as error:
         MethodConfig(name="simclr", **{field: value})
     assert allowed in str(error.value)
+
+
+def test_only_simsiams_predictor_is_outside_the_lr_schedule() -> None:
+    from contrastkit.pipelines.joint import JointTask
+    from contrastkit.pipelines.pretrain import PretrainTask
+
+    for name, static in (("simsiam", True), ("simclr", False), ("byol", False)):
+        raw = tiny_tabular_config(Path("unused"), method={"name": name})
+        config = config_from_dict(raw)
+        backbone = create_backbone("mlp", in_features=6, width=8, num_layers=1)
+        model = PretrainTask().build_model(config, backbone, num_classes=3)
+        modules = PretrainTask().static_lr_modules(model)
+        assert modules == ([model.method.predictor] if static else [])
+        joint_config = config_from_dict({**raw, "joint": {}}, JointTrainingConfig)
+        joint_config.model.backbone_kwargs["in_features"] = 6  # what a run fills from the data
+        joint_model = JointTask().build_model(joint_config, backbone, num_classes=3)
+        assert len(JointTask().static_lr_modules(joint_model)) == int(static)
+
+
+@pytest.mark.parametrize(
+    ("typed", "meant"),
+    [
+        ("mocov2", "moco"),
+        ("barlow", "barlow_twins"),
+        ("BarlowTwins", "barlow_twins"),
+        ("simsam", "simsiam"),
+    ],
+)
+def test_a_bad_method_name_suggests_the_method_meant(typed: str, meant: str) -> None:
+    from contrastkit.pipelines.methods import check_method_name, method_names
+
+    with pytest.raises(ValueError, match=rf"got '{typed}' \(did you mean '{meant}'\?\)"):
+        check_method_name(typed)
+    check_method_name(meant)  # a good name passes
+    assert meant in method_names()

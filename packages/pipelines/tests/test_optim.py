@@ -449,3 +449,33 @@ def test_warmup_step_against_formula() -> None:
         WarmupStep(0, (5, 3), 0.2)
     with pytest.raises(ValueError, match=r"factor must be in \(0, 1\]"):
         WarmupStep(0, (3,), 0.0)
+
+
+@pytest.mark.parametrize("name", ["sgd", "lars"])
+def test_static_lr_modules_keep_the_peak_lr_while_the_rest_follow_the_schedule(name: str) -> None:
+    # SimSiam's predictor (solo-learn `static_lr`, facebookresearch/simsiam `--fix-pred-lr`).
+    model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.Linear(3, 2))
+    predictor = model[2]
+    config = OptimizerConfig(name=name, lr=0.5, weight_decay=1e-4, schedule="warmup_cosine")
+    optimizer = build_optimizer(model, config, 0.5, static_lr=[predictor])
+    names = [group["name"] for group in optimizer.param_groups]
+    assert names == ["decay", "no_decay", "decay_static_lr", "no_decay_static_lr"]
+    static_ids = {id(p) for p in predictor.parameters()}
+    for group in optimizer.param_groups:
+        is_static = group["name"].endswith("_static_lr")
+        assert all((id(p) in static_ids) == is_static for p in group["params"])
+    assert [p.ndim for p in optimizer.param_groups[2]["params"]] == [2]  # the weight decays
+    assert optimizer.param_groups[3]["weight_decay"] == 0.0  # its bias does not
+    scheduler = build_scheduler(optimizer, config, steps_per_epoch=5, epochs=2, warmup_epochs=1)
+    for step in range(10):
+        warm = (step + 1) / 5 if step < 5 else (1 + math.cos(math.pi * (step - 5) / 5)) / 2
+        lrs = [group["lr"] for group in optimizer.param_groups]
+        assert lrs[:2] == pytest.approx([0.5 * warm] * 2)
+        assert lrs[2:] == [0.5, 0.5]
+        optimizer.step()
+        scheduler.step()
+    # The schedule resumes from its state_dict with the static groups still static.
+    state = scheduler.state_dict()
+    again = build_scheduler(optimizer, config, steps_per_epoch=5, epochs=2, warmup_epochs=1)
+    again.load_state_dict(state)
+    assert again.get_last_lr()[2:] == [0.5, 0.5]

@@ -22,7 +22,7 @@ from pretrain_helpers import (
 from torchvision.io import encode_png
 
 from contrastkit.backbones import create_backbone
-from contrastkit.objectives import MemoryQueue
+from contrastkit.objectives import MemoryQueue, SwAVQueue
 from contrastkit.pipelines.config import PretrainConfig, config_from_dict
 from contrastkit.pipelines.data import UnreadableImagesError
 from contrastkit.pipelines.methods import METHODS, build_method
@@ -56,12 +56,12 @@ def test_queue_methods_are_the_methods_that_build_a_queue() -> None:
         config = config_from_dict(tiny_tabular_config(Path("unused"), method={"name": name}))
         backbone = create_backbone("mlp", in_features=6, width=8, num_layers=1)
         method = build_method(config, backbone)
-        if any(isinstance(module, MemoryQueue) for module in method.modules()):
+        if any(isinstance(module, MemoryQueue | SwAVQueue) for module in method.modules()):
             with_queue.append(name)
     assert tuple(sorted(with_queue)) == QUEUE_METHODS
 
 
-@pytest.mark.parametrize("method", ["moco", "isd"])
+@pytest.mark.parametrize("method", ["moco", "isd", "nnclr", "swav"])
 def test_queue_smaller_than_the_global_batch_stops_before_any_data_is_read(
     tmp_path: Path, method: str
 ) -> None:

@@ -38,6 +38,7 @@ def parameter_groups(
     *,
     exclude: Iterable[nn.Module] = (),
     exclude_bias_and_norm: bool = True,
+    static_lr: Iterable[nn.Module] = (),
 ) -> list[dict]:
     """Split the trainable parameters of `model` into optimizer groups.
 
@@ -48,22 +49,37 @@ def parameter_groups(
     and i-Mix decay every parameter. Parameters of the `exclude` modules (e.g. the online linear
     classifier, an evaluation probe) always go to "no_decay". Frozen parameters
     (requires_grad=False, e.g. EMA teachers) are left out.
+
+    Parameters of the `static_lr` modules (SimSiam's predictor) go to the groups
+    "decay_static_lr" / "no_decay_static_lr", split by the same rule and marked `static_lr`:
+    `build_scheduler` keeps their rate at the peak lr throughout (no warm-up, no decay), as
+    solo-learn's `static_lr` groups and SimSiam's `--fix-pred-lr`. They come after the others,
+    so group 0 is always a scheduled group.
     """
     excluded = {id(p) for module in exclude for p in module.parameters()}
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
+    static = {id(p) for module in static_lr for p in module.parameters()}
+    buckets: dict[tuple[bool, bool], list[nn.Parameter]] = {
+        (s, d): [] for s in (False, True) for d in (True, False)
+    }
     for parameter in model.parameters():
         if not parameter.requires_grad:
             continue
-        if id(parameter) in excluded or (exclude_bias_and_norm and parameter.ndim <= 1):
-            no_decay.append(parameter)
-        else:
-            decay.append(parameter)
-    groups = [
-        {"params": decay, "weight_decay": weight_decay, "lars_adapt": True, "name": "decay"},
-        {"params": no_decay, "weight_decay": 0.0, "lars_adapt": False, "name": "no_decay"},
-    ]
-    return [g for g in groups if g["params"]]
+        no_decay = id(parameter) in excluded or (exclude_bias_and_norm and parameter.ndim <= 1)
+        buckets[(id(parameter) in static, not no_decay)].append(parameter)
+    groups = []
+    for (is_static, decays), params in buckets.items():
+        if not params:
+            continue
+        group = {
+            "params": params,
+            "weight_decay": weight_decay if decays else 0.0,
+            "lars_adapt": decays,
+            "name": ("decay" if decays else "no_decay") + ("_static_lr" if is_static else ""),
+        }
+        if is_static:
+            group["static_lr"] = True
+        groups.append(group)
+    return groups
 
 
 class LARS(torch.optim.Optimizer):
@@ -187,6 +203,7 @@ def build_optimizer(
     lr: float,
     *,
     exclude_from_decay: Iterable[nn.Module] = (),
+    static_lr: Iterable[nn.Module] = (),
 ) -> torch.optim.Optimizer:
     """The optimizer named by `config.name` over `parameter_groups(model, ...)`, at peak `lr`."""
     groups = parameter_groups(
@@ -194,6 +211,7 @@ def build_optimizer(
         config.weight_decay,
         exclude=exclude_from_decay,
         exclude_bias_and_norm=config.exclude_bias_and_norm,
+        static_lr=static_lr,
     )
     if not groups:
         raise ValueError("the model has no trainable parameters")
@@ -256,6 +274,15 @@ class WarmupCosine:
 
 
 @dataclass
+class StaticLR:
+    """LR multiplier 1 at every step: the rate of a `static_lr` group stays at the peak lr.
+    A picklable callable, so LambdaLR's state_dict keeps it."""
+
+    def __call__(self, step: int) -> float:
+        return 1.0
+
+
+@dataclass
 class WarmupStep:
     """LR multiplier at optimizer step `step` (0-based): linear warm-up times a step decay.
 
@@ -290,7 +317,8 @@ def build_scheduler(
     epochs: int,
     warmup_epochs: float,
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """A LambdaLR stepped once per optimizer step, with `config.schedule` for every group.
+    """A LambdaLR stepped once per optimizer step, with `config.schedule` for every group but
+    those marked `static_lr` (see `parameter_groups`), which keep the peak lr (`StaticLR`).
 
     warm-up: round(warmup_epochs * steps_per_epoch) steps (at most the run's). "warmup_cosine":
     `WarmupCosine` to `final_lr_fraction` at the run's last step. "step": `WarmupStep` with
@@ -317,4 +345,8 @@ def build_scheduler(
         raise ValueError(
             f"optimizer.schedule must be one of warmup_cosine, step, got {config.schedule!r}"
         )
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    groups = optimizer.param_groups
+    if not any(group.get("static_lr") for group in groups):
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    lambdas = [StaticLR() if group.get("static_lr") else schedule for group in groups]
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)

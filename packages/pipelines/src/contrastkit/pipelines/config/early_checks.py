@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from contrastkit.pipelines.config.checks import check_choice, check_given_values
+from contrastkit.pipelines.config.checks import check_given_values
 from contrastkit.pipelines.config.sections import PretrainConfig
 from contrastkit.pipelines.config.yaml_io import PRESET_SECTIONS, checked_sections, config_sections
-from contrastkit.pipelines.methods import method_names
+from contrastkit.pipelines.methods import check_method_name
 
 
 def check_raw_config(
@@ -37,4 +37,4 @@ def check_raw_config(
             known[name](**values)
     method = raw.get("method", {}).get("name")
     if method is not None:
-        check_choice("method", "name", method, method_names())
+        check_method_name(method)

@@ -73,7 +73,7 @@ class MethodConfig:
     center_momentum: float | None = field(default=None, metadata=_IN_0_1_OPEN)  # dino
     sinkhorn_epsilon: float | None = field(default=None, metadata=above(0.0))  # swav
     sinkhorn_iterations: int | None = field(default=None, metadata=at_least(1))  # swav
-    freeze_prototypes_epochs: int | None = field(default=None, metadata=at_least(0))  # swav
+    freeze_prototypes_epochs: int | None = field(default=None, metadata=at_least(0))  # swav, dino
     queue_start_epoch: int | None = field(default=None, metadata=at_least(0))  # swav
 
     def __post_init__(self) -> None:
@@ -85,8 +85,8 @@ class MethodConfig:
                 "i-Mix mixes the query of an in-batch or queue contrast"
             )
             raise ValueError(
-                f"method.imix={self.imix!r} is defined only for methods {_methods_with('supports_imix')}, "
-                f"got method.name={self.name!r} ({why}); use method.imix=none"
+                f"method.imix={self.imix!r} is defined only for methods {_methods_with('supports_imix')} "
+                f"({why}), got method.name={self.name!r}; use method.imix=none"
             )
         if self.symmetric and not method.supports_symmetric:
             raise ValueError(

@@ -21,12 +21,20 @@ if TYPE_CHECKING:
     from torch import nn
 
     from contrastkit.pipelines.config import PretrainConfig
+    from contrastkit.pipelines.methods.barlow_twins import BarlowTwins
     from contrastkit.pipelines.methods.base import Encoder, MethodOutput, PretrainMethod
     from contrastkit.pipelines.methods.byol import BYOL
+    from contrastkit.pipelines.methods.dino import DINO
     from contrastkit.pipelines.methods.isd import ISD
     from contrastkit.pipelines.methods.moco import MoCo
+    from contrastkit.pipelines.methods.mocov3 import MoCoV3
+    from contrastkit.pipelines.methods.nnclr import NNCLR
     from contrastkit.pipelines.methods.npair import NPair
     from contrastkit.pipelines.methods.simclr import SimCLR
+    from contrastkit.pipelines.methods.simsiam import SimSiam
+    from contrastkit.pipelines.methods.supcon import SupCon
+    from contrastkit.pipelines.methods.swav import SwAV
+    from contrastkit.pipelines.methods.vicreg import VICReg
 
     METHODS: dict[str, type[PretrainMethod]]
 
@@ -36,14 +44,48 @@ _SHARED_MODULES = ("base",)
 # Public classes -> the module that defines them (imported when first asked for).
 _CLASSES = {
     "BYOL": "byol",
+    "BarlowTwins": "barlow_twins",
+    "DINO": "dino",
     "Encoder": "base",
     "ISD": "isd",
     "MethodOutput": "base",
     "MoCo": "moco",
+    "MoCoV3": "mocov3",
+    "NNCLR": "nnclr",
     "NPair": "npair",
     "PretrainMethod": "base",
     "SimCLR": "simclr",
+    "SimSiam": "simsiam",
+    "SupCon": "supcon",
+    "SwAV": "swav",
+    "VICReg": "vicreg",
 }
+
+
+# Names other libraries and papers use -> ours, for the "did you mean" hint of a bad method.name
+# (closeness of spelling alone would answer 'mocov2' with 'mocov3').
+OTHER_SPELLINGS = {
+    "mocov2": "moco",
+    "mocov2plus": "moco",
+    "moco_v2": "moco",
+    "moco_v3": "mocov3",
+    "barlow": "barlow_twins",
+    "barlowtwins": "barlow_twins",
+    "n_pair": "npair",
+    "supervised_contrastive": "supcon",
+}
+
+
+def check_method_name(name: str) -> None:
+    """ValueError unless `name` is a method name: lists them and says the one likely meant.
+    Needs no torch (reads the module names)."""
+    names = method_names()
+    if name in names:
+        return
+    likely = OTHER_SPELLINGS.get(str(name).lower())
+    close = [likely] if likely in names else difflib.get_close_matches(str(name), names, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ValueError(f"method.name must be one of {names}, got {name!r}{hint}")
 
 
 def method_names() -> list[str]:
@@ -104,9 +146,7 @@ def method_class(name: str) -> type[PretrainMethod]:
     """The method class registered as `name` (ValueError listing the valid names otherwise)."""
     registry = _registry()
     if name not in registry:
-        close = difflib.get_close_matches(name, list(registry), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"method.name must be one of {list(registry)}, got {name!r}{hint}")
+        check_method_name(name)
     return registry[name]
 
 
@@ -119,15 +159,24 @@ def build_method(config: PretrainConfig, backbone: nn.Module) -> PretrainMethod:
 
 __all__ = [
     "BYOL",
+    "DINO",
     "ISD",
     "METHODS",
+    "NNCLR",
+    "BarlowTwins",
     "Encoder",
     "MethodOutput",
     "MoCo",
+    "MoCoV3",
     "NPair",
     "PretrainMethod",
     "SimCLR",
+    "SimSiam",
+    "SupCon",
+    "SwAV",
+    "VICReg",
     "build_method",
+    "check_method_name",
     "method_class",
     "method_names",
 ]

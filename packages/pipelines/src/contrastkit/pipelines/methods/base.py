@@ -65,6 +65,23 @@ def two_views(views: list[Tensor]) -> tuple[Tensor, Tensor]:
     return views[0], views[1]
 
 
+def global_and_local_crops(views: list[Tensor]) -> list[Tensor]:
+    """The crops of a multi-crop method: views[0:2] global, views[2:] local; one view is used as
+    both global crops (the `identity_views` recipe). Every crop must hold the same N samples."""
+    if not views:
+        raise ValueError("a multi-crop method needs at least 1 view, got 0")
+    crops = [views[0], views[0]] if len(views) == 1 else list(views)
+    sizes = [v.shape[0] for v in crops]
+    if len(set(sizes)) != 1:
+        raise ValueError(f"every view must hold the same samples, got batch sizes {sizes}")
+    if crops[0].shape != crops[1].shape:
+        raise ValueError(
+            "the two global views (views[0], views[1]) must have the same shape, got "
+            f"{tuple(crops[0].shape)} and {tuple(crops[1].shape)}"
+        )
+    return crops
+
+
 @torch.no_grad()
 def shuffled_key_forward(encoder: nn.Module, x: Tensor, seed: int) -> Tensor:
     """`encoder(x)[1]` (the projection) computed with MoCo's shuffle-BN when several processes run.
@@ -276,6 +293,11 @@ class PretrainMethod(nn.Module):
         methods read them. generator: draws the i-Mix mixing on this rank.
         """
         raise NotImplementedError
+
+    def static_lr_modules(self) -> list[nn.Module]:
+        """Modules trained at the peak lr throughout, outside the LR schedule (SimSiam's
+        predictor); none by default."""
+        return []
 
     def after_backward(self, epoch: int) -> None:
         """After the backward of the micro-batch that completes an optimizer step, before gradient

@@ -76,7 +76,13 @@ def build_training_state(
     model = build_model(config, task, num_classes, world, accelerator.device)
     peak_lr = scaled_lr(config.optimizer, train.batch_size * world * train.grad_accum)
     exclude = task.decay_exclusions(model)
-    optimizer = build_optimizer(model, config.optimizer, peak_lr, exclude_from_decay=exclude)
+    optimizer = build_optimizer(
+        model,
+        config.optimizer,
+        peak_lr,
+        exclude_from_decay=exclude,
+        static_lr=task.static_lr_modules(model),
+    )
     scheduler = build_scheduler(
         optimizer,
         config.optimizer,

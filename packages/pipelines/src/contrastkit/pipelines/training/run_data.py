@@ -24,8 +24,10 @@ from contrastkit.pipelines.data import (
 from contrastkit.pipelines.evaluation.knn import check_knn_k
 
 # The methods whose loss reads a queue of method.queue_size keys, to which every step appends the
-# keys of the whole gathered batch (test_data.py checks this list against the built methods).
-QUEUE_METHODS: tuple[str, ...] = ("isd", "moco")
+# keys of the whole gathered batch (NNCLR: its support set; SwAV: queue_size // processes rows
+# per process, each taking that process's batch). test_run_data.py checks this list against the
+# built methods.
+QUEUE_METHODS: tuple[str, ...] = ("isd", "moco", "nnclr", "swav")
 
 
 @dataclass

@@ -98,6 +98,12 @@ class TrainingTask(ABC):
         """Modules whose parameters get no weight decay (besides biases and norms)."""
         return []
 
+    def static_lr_modules(self, model: nn.Module) -> list[nn.Module]:
+        """Modules whose learning rate stays at the peak lr (no warm-up, no decay): the method's
+        `static_lr_modules()` (SimSiam's predictor)."""
+        method = getattr(model, "method", None)
+        return list(method.static_lr_modules()) if method is not None else []
+
     def needs_test_split(self, config: PretrainConfig) -> bool:
         """Load the test split even when no kNN / online monitor asks for it."""
         return False
