@@ -254,6 +254,17 @@ class PretrainMethod(nn.Module):
         outputs = [network(group[0] if len(group) == 1 else torch.cat(group)) for group in groups]
         return torch.cat([f for f, _ in outputs]), torch.cat([z for _, z in outputs])
 
+    def predict_pair(self, projections: Tensor) -> tuple[Tensor, Tensor]:
+        """`self.predictor` on the (2N, D) projections of two views: (p1, p2), each (N, D). One
+        forward of both (one BatchNorm batch), or with `method.separate_forwards` one per view, so
+        the predictor's BatchNorm normalises each view alone too (solo-learn)."""
+        predictor: nn.Module = self.predictor  # type: ignore[assignment]
+        if self.method_config.separate_forwards:
+            p1, p2 = (predictor(z) for z in projections.chunk(2))
+            return p1, p2
+        p1, p2 = predictor(projections).chunk(2)
+        return p1, p2
+
     def mix(self, x: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor | None]:
         """i-Mix on a query batch: (mixed x, (N, N) virtual labels), or (x, None) without i-Mix."""
         imix = self.method_config.imix

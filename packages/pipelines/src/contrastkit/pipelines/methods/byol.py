@@ -49,10 +49,7 @@ class BYOL(SelfDistillationMethod):
         view1, view2 = two_views(views)
         inputs, (targets1, targets2) = self.mix_both(view1, view2, generator)
         features, projections = self.encode(self.encoder, inputs)
-        if self.method_config.separate_forwards:  # the predictor's BatchNorm too, per view
-            p1, p2 = (self.predictor(z) for z in projections.chunk(2))
-        else:
-            p1, p2 = self.predictor(projections).chunk(2)
+        p1, p2 = self.predict_pair(projections)
         with torch.no_grad():
             _, target_projections = self.encode(self.teacher, [view2, view1])
         z2, z1 = target_projections.chunk(2)

@@ -143,10 +143,7 @@ class MoCoV3(PretrainMethod):
         view1, view2 = two_views(views)
         inputs, (targets1, targets2) = self.mix_both(view1, view2, generator)
         features, projections = self.encode(self.encoder, inputs)
-        if self.method_config.separate_forwards:  # the predictor's BatchNorm too, per view
-            q1, q2 = (self.predictor(z) for z in projections.chunk(2))
-        else:
-            q1, q2 = self.predictor(projections).chunk(2)
+        q1, q2 = self.predict_pair(projections)
         with torch.no_grad():
             _, keys = self.encode(self.teacher, [view1, view2])
         k1, k2 = keys.chunk(2)

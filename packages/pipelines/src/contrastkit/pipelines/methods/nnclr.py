@@ -78,14 +78,6 @@ class NNCLR(PretrainMethod):
             return nn.Identity()
         return super().projection_head(in_dim)
 
-    def _predict(self, projections: Tensor) -> tuple[Tensor, Tensor]:
-        """(p1, p2) from the stacked projections of the two views (N each)."""
-        if self.method_config.separate_forwards:  # the predictor's BatchNorm too, per view
-            p1, p2 = (self.predictor(z) for z in projections.chunk(2))
-            return p1, p2
-        p1, p2 = self.predictor(projections).chunk(2)
-        return p1, p2
-
     def forward(
         self,
         views: list[Tensor],
@@ -101,7 +93,7 @@ class NNCLR(PretrainMethod):
         if self.method_config.imix == "none":
             features, projections = self.encode(self.encoder, [view1, view2])
             z1, z2 = projections.chunk(2)
-            p1, p2 = self._predict(projections)
+            p1, p2 = self.predict_pair(projections)
             loss = nnclr_loss(z1, z2, p1, p2, self.support.keys, temperature)
             self.support.enqueue(z1)
             return MethodOutput(loss, features.detach())
@@ -110,7 +102,7 @@ class NNCLR(PretrainMethod):
         z1, z2 = clean.chunk(2)
         inputs, (targets1, targets2) = self.mix_both(view1, view2, generator)
         features, projections = self.encode(self.encoder, inputs)
-        p1, p2 = self._predict(projections)
+        p1, p2 = self.predict_pair(projections)
         neighbours1 = nearest_neighbours(z1, self.support.keys).values
         neighbours2 = nearest_neighbours(z2, self.support.keys).values
         loss = (
