@@ -214,3 +214,36 @@ def launch_two_processes(script: Path, args: list[str], **env: str) -> subproces
         command, cwd=REPO_ROOT, env={**os.environ, "CUDA_VISIBLE_DEVICES": "", **env},
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
+
+
+TABULAR_FEATURES = 6  # columns of the tabular methods' test batches
+
+
+def tabular_method(name: str, imix: str = "none", model: dict | None = None, **method: Any):
+    """The method `name` around a small MLP (TABULAR_FEATURES -> 16 features), built from
+    tiny_tabular_config with these method / model fields, seeded 0."""
+    from contrastkit.backbones import create_backbone
+    from contrastkit.pipelines.config import config_from_dict
+    from contrastkit.pipelines.methods import build_method
+
+    raw = tiny_tabular_config(
+        Path("unused"), method={"name": name, "imix": imix, **method}, model=model or {}
+    )
+    config = config_from_dict(raw)
+    torch.manual_seed(0)
+    backbone = create_backbone("mlp", in_features=TABULAR_FEATURES, width=16, num_layers=2)
+    return build_method(config, backbone)
+
+
+# Overrides that shrink configs/smoke.yaml to a seconds-long run on the toy CIFAR folder.
+SMOKE_SHRINK = [
+    "data.image_size=8",
+    "data.train_subset=32",
+    "data.knn_test_subset=8",
+    "model.projection_hidden_dim=32",
+    "model.projection_dim=16",
+    "train.epochs=1",
+    "train.batch_size=16",
+    "train.knn_every=0",
+    "train.progress_bar=false",
+]

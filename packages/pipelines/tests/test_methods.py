@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from pretrain_helpers import TOY_CLASSES, tiny_tabular_config, toy_images, toy_tabular
+from pretrain_helpers import (
+    TOY_CLASSES,
+    tabular_method,
+    tiny_tabular_config,
+    toy_images,
+    toy_tabular,
+)
 from torch import nn
 
 from contrastkit.backbones import LinearClassifier, create_backbone
@@ -42,14 +48,7 @@ from contrastkit.pipelines.pretrain import PretrainModel, run_pretrain
 FEATURES = 6
 
 
-def _method(name: str, imix: str = "none", model: dict | None = None, **method: object):
-    raw = tiny_tabular_config(
-        Path("unused"), method={"name": name, "imix": imix, **method}, model=model or {}
-    )
-    config = config_from_dict(raw)
-    torch.manual_seed(0)
-    backbone = create_backbone("mlp", in_features=FEATURES, width=16, num_layers=2)
-    return build_method(config, backbone)
+_method = tabular_method
 
 
 def _views(n: int = 12) -> list[torch.Tensor]:

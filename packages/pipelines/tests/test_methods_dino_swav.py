@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from pretrain_helpers import CONFIG_DIR, tiny_tabular_config, toy_tabular
+from pretrain_helpers import CONFIG_DIR, SMOKE_SHRINK, tiny_tabular_config, toy_tabular
 from torch import nn
 
 from contrastkit.backbones import create_backbone
@@ -318,19 +318,6 @@ def test_imix_is_refused_with_the_reason(name: str, why: str) -> None:
     with pytest.raises(ValueError, match="does not support i-Mix") as error:
         METHODS[name](backbone, config.method, config.model)
     assert reason in str(error.value)
-
-
-SMOKE_SHRINK = [
-    "data.image_size=8",
-    "data.train_subset=32",
-    "data.knn_test_subset=8",
-    "model.projection_hidden_dim=32",
-    "model.projection_dim=16",
-    "train.epochs=1",
-    "train.batch_size=16",
-    "train.knn_every=0",
-    "train.progress_bar=false",
-]
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from pretrain_helpers import (
     CONFIG_DIR,
     TOY_CLASSES,
+    tabular_method,
     tiny_image_config,
     tiny_tabular_config,
     toy_tabular,
@@ -34,14 +35,7 @@ FEATURES = 6
 N = 12
 
 
-def _method(name: str, imix: str = "none", model: dict | None = None, **method: object):
-    raw = tiny_tabular_config(
-        Path("unused"), method={"name": name, "imix": imix, **method}, model=model or {}
-    )
-    config = config_from_dict(raw)
-    torch.manual_seed(0)
-    backbone = create_backbone("mlp", in_features=FEATURES, width=16, num_layers=2)
-    return build_method(config, backbone)
+_method = tabular_method
 
 
 def _views(count: int = 2, seed: int = 3) -> list[torch.Tensor]:

@@ -10,13 +10,19 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from pretrain_helpers import CONFIG_DIR, tiny_tabular_config, toy_tabular
+from pretrain_helpers import (
+    CONFIG_DIR,
+    SMOKE_SHRINK,
+    tabular_method,
+    tiny_tabular_config,
+    toy_tabular,
+)
 from torch import nn
 
 from contrastkit.backbones import create_backbone
 from contrastkit.objectives import barlow_twins_loss, imix_mixup, simsiam_loss, vicreg_loss
 from contrastkit.pipelines.config import config_from_dict, load_config
-from contrastkit.pipelines.methods import METHODS, build_method
+from contrastkit.pipelines.methods import METHODS
 from contrastkit.pipelines.metrics import read_metrics
 from contrastkit.pipelines.pretrain import run_pretrain
 
@@ -24,14 +30,7 @@ FEATURES = 6
 N = 12
 
 
-def _method(name: str, imix: str = "none", model: dict | None = None, **method: object):
-    raw = tiny_tabular_config(
-        Path("unused"), method={"name": name, "imix": imix, **method}, model=model or {}
-    )
-    config = config_from_dict(raw)
-    torch.manual_seed(0)
-    backbone = create_backbone("mlp", in_features=FEATURES, width=16, num_layers=2)
-    return build_method(config, backbone)
+_method = tabular_method
 
 
 def _views(n: int = N, seed: int = 3) -> list[torch.Tensor]:
@@ -268,19 +267,6 @@ def test_state_dict_round_trip_gives_the_same_next_loss(name: str) -> None:
         module.eval()
     views = _views(seed=9)
     torch.testing.assert_close(restored(views, step=1).loss, method(views, step=1).loss)
-
-
-SMOKE_SHRINK = [
-    "data.image_size=8",
-    "data.train_subset=32",
-    "data.knn_test_subset=8",
-    "model.projection_hidden_dim=32",
-    "model.projection_dim=16",
-    "train.epochs=1",
-    "train.batch_size=16",
-    "train.knn_every=0",
-    "train.progress_bar=false",
-]
 
 
 @pytest.mark.parametrize("name", ["simsiam", "barlow_twins", "vicreg"])
