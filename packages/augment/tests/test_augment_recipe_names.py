@@ -67,7 +67,11 @@ def _uint8_batch(n: int = 6, size: int = 40) -> torch.Tensor:
 
 def test_registries_hold_exactly_the_new_names() -> None:
     assert list(IMAGE_RECIPES) == list(IMAGE_VIEW_COUNTS)
-    assert list(TABULAR_RECIPES) == ["identity_views", "gaussian_noise_views"]
+    assert list(TABULAR_RECIPES) == [
+        "identity_views",
+        "gaussian_noise_views",
+        "input_dropout_views",
+    ]
     assert dict(RENAMED_RECIPES) == OLD_TO_NEW
     assert not set(RENAMED_RECIPES) & (set(IMAGE_RECIPES) | set(TABULAR_RECIPES))
 

@@ -42,10 +42,15 @@ TABULAR_RECIPES: MappingProxyType[str, Callable[..., tuple[NoiseRecipe, ...]]] =
     {
         "identity_views": lambda: R.gaussian_noise_views(std=0.0),
         "gaussian_noise_views": R.gaussian_noise_views,
+        "input_dropout_views": R.input_dropout_views,
     }
 )
 TABULAR_FIELDS: MappingProxyType[str, frozenset[str]] = MappingProxyType(
-    {"identity_views": frozenset(), "gaussian_noise_views": frozenset({"std"})}
+    {
+        "identity_views": frozenset(),
+        "gaussian_noise_views": frozenset({"std"}),
+        "input_dropout_views": frozenset({"p", "columns"}),
+    }
 )
 
 # The 0.1 make_views names -> their 0.2 names. They are not keys of IMAGE_RECIPES /
@@ -103,7 +108,7 @@ def make_views(
             ``probe_views`` (1 view: padded crop + flip), ``identity_views`` (1 view: resize to
             ``size`` if needed + normalize), ``dino_views`` / ``swav_views`` (multi-crop: 2 global
             views of ``size`` px, then ``num_local`` local views, 8 / 6 by default). ``tabular``: ``identity_views`` (2 copies of the
-            input), ``gaussian_noise_views`` (2 noisy views). The 0.1 names (``RENAMED_RECIPES``)
+            input), ``gaussian_noise_views`` (2 noisy views), ``input_dropout_views`` (2 views with input dropout). The 0.1 names (``RENAMED_RECIPES``)
             still work and warn with a DeprecationWarning.
         size: output side in px for images (>= 1); not used for ``tabular`` (features keep their shape).
         dataset: ``cifar10``, ``cifar100``, ``imagenet`` (their normalization constants) or ``tabular``.

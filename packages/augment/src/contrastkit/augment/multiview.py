@@ -196,10 +196,13 @@ class MultiViewAugment:
         for recipe in self.views:
             std = recipe.std  # type: ignore[union-attr]
             if std == 0.0:
-                views.append(source.clone())
+                view = source.clone()
             else:
                 noise = torch.randn(source.shape, generator=generator, device=batch.device)
-                views.append(torch.add(source, noise, alpha=std))
+                view = torch.add(source, noise, alpha=std)
+            if recipe.drop_p > 0.0:  # type: ignore[union-attr]
+                view = _input_dropout(view, recipe, generator)  # type: ignore[arg-type]
+            views.append(view)
         return views
 
     def state_dict(self) -> dict[str, Any]:
@@ -227,3 +230,17 @@ class MultiViewAugment:
     def __repr__(self) -> str:
         views = ", ".join(repr(v) for v in self.views)
         return f"{type(self).__name__}(views=[{views}], mean={self.mean}, std={self.std}, seed={self.seed})"
+
+
+def _input_dropout(view: Tensor, recipe: NoiseRecipe, generator: torch.Generator) -> Tensor:
+    """`view` with each of its first recipe.drop_columns features (dim 1) zeroed with probability
+    recipe.drop_p, per sample, unscaled (i-Mix's `x[:, :ch] * (rand > p)`)."""
+    columns = view.shape[1] if recipe.drop_columns is None else recipe.drop_columns
+    if columns > view.shape[1]:
+        raise ValueError(
+            f"drop_columns={columns} is more than the batch's {view.shape[1]} features (dim 1)"
+        )
+    part = view[:, :columns]
+    keep = torch.rand(part.shape, generator=generator, device=view.device) > recipe.drop_p
+    view[:, :columns] = part * keep
+    return view

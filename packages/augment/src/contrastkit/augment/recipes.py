@@ -155,17 +155,30 @@ class ViewRecipe:
 
 @dataclass(frozen=True)
 class NoiseRecipe:
-    """One view of a tabular or generic float batch (N, ...): x + std * standard normal noise.
+    """One view of a tabular or generic float batch (N, F, ...): x + std * standard normal noise,
+    then input dropout: each of the first ``drop_columns`` features (all with None) of each
+    sample set to 0 with probability ``drop_p``, without rescaling the others.
 
-    ``std = 0`` is the identity view (i-Mix's domain-agnostic setting: no augmentation at all).
-    ``std`` is in the units of the input features; the preset 0.1 assumes standardized features.
+    ``std = 0`` and ``drop_p = 0`` is the identity view (i-Mix's domain-agnostic setting for
+    i-Mix itself). ``std`` is in the units of the input features; the preset 0.1 assumes
+    standardized features. The dropout is i-Mix's ``--inputdrop`` (kibok90/imix main_pretext.py
+    `train`: `x[:, :ch] * (rand > p)` on the first in_channels[0] columns, 10 for CovType's
+    continuous ones), the only augmentation of its tabular baselines.
     """
 
     std: float = 0.0
+    drop_p: float = 0.0
+    drop_columns: int | None = None
 
     def __post_init__(self) -> None:
         if not (isinstance(self.std, (int, float)) and math.isfinite(self.std) and self.std >= 0.0):
             raise ValueError(f"std must be a finite number >= 0, got {self.std!r}")
+        _check_probability("drop_p", self.drop_p)
+        columns = self.drop_columns
+        if columns is not None and (not _is_int(columns) or columns < 1):
+            raise ValueError(
+                f"drop_columns must be None (every feature) or an int >= 1, got {columns!r}"
+            )
 
 
 def _with_overrides(recipe: ViewRecipe, overrides: dict[str, Any]) -> ViewRecipe:
@@ -266,6 +279,16 @@ def identity_views(size: int, **overrides: Any) -> tuple[ViewRecipe]:
         size=size, crop="none", flip_p=0.0, jitter_p=0.0, gray_p=0.0, blur_p=0.0, solarize_p=0.0
     )
     return (_with_overrides(recipe, overrides),)
+
+
+def input_dropout_views(
+    p: float = 0.2, columns: int | None = None
+) -> tuple[NoiseRecipe, NoiseRecipe]:
+    """Two tabular views, each the input with every one of its first ``columns`` features (all
+    with None) zeroed with probability ``p``, independently per view and sample, unscaled:
+    i-Mix's ``--inputdrop 0.2`` on CovType's 10 continuous columns is ``p=0.2, columns=10``."""
+    view = NoiseRecipe(drop_p=p, drop_columns=columns)
+    return view, view
 
 
 def gaussian_noise_views(std: float = 0.1) -> tuple[NoiseRecipe, NoiseRecipe]:
