@@ -282,6 +282,10 @@ BAD: dict[str, tuple[Callable[[dict[str, Any]], None], list[str]]] = {
         _set("referencs", []), ["the top level", "'referencs'", "Did you mean 'references'?"]
     ),
     "missing cells": (_delete("cells"), ["cells: is required"]),
+    "profile probe_args the study sets": (
+        _set("profiles.cpu.probe_args", ["--seed", "3"]),
+        ["profiles.cpu.probe_args:", "the study sets --seed"],
+    ),
     "name is not the stem": (_set("name", "tiny2"), ["name: must equal", "'tiny'", "'tiny2'"]),
     "unknown cell key": (
         _set("cells.npair.overides", []), ["cells.npair:", "'overides'", "Did you mean 'overrides'?"]
@@ -426,3 +430,14 @@ def test_metrics_are_cells_csv_columns() -> None:
     from contrastkit.pipelines.study.cells_csv import CELL_COLUMNS
 
     assert set(METRIC_COLUMNS) <= set(CELL_COLUMNS)
+
+
+def test_a_profiles_probe_args_come_after_the_studys(tmp_path: Path) -> None:
+    data = valid_study(tmp_path)
+    data["profiles"]["cpu"]["probe_args"] = ["--test-subset", "200", "--epochs", "5"]
+    spec = load_study(write_study(tmp_path, data))
+    assert spec.evaluation_for("cpu").probe_args == (
+        "--epochs", "3", "--test-subset", "200", "--epochs", "5",
+    )  # fmt: skip
+    assert spec.evaluation_for("gpu").probe_args == ("--epochs", "3")
+    assert spec.evaluation.probe_args == ("--epochs", "3")  # the study's own stay as written
