@@ -318,3 +318,21 @@ def test_without_linear_top1_the_best_cell_is_the_best_knn(output: Path) -> None
     assert "best pretrain cell by mean knn_top1: `npair`" in report
     assert "nearest neighbours of test images: not shown, the probe wrote none" in report
     assert _table_rows(report)["npair"][6] == "not measured"
+
+
+def test_curves_of_the_runs_that_share_one_when_no_curve_is_shared_by_all(
+    output: Path, figures: list
+) -> None:
+    # Pretrain runs without a kNN monitor (no val_top1) beside a joint run (no pretrain loss):
+    # the curve most runs have (the two pretrain cells' loss), the others said in a note.
+    for cell in ("npair", "npair_imix"):
+        for seed in (0, 1, 2):
+            metrics = _run_dir(output, cell, seed) / "metrics.csv"
+            if metrics.exists():
+                metrics.write_text("step,epoch,loss,lr\n1,0.5,5.0,0.1\n2,1.0,4.0,0.1\n")
+    report = write_report(output).read_text()
+    assert "](curves.png)" in report
+    assert "curves.png shows loss only; left out (no loss curve): ['joint_isd (seed 0)']" in report
+    curves = figures[-1]
+    labels = [line.get_label() for line in curves.axes[0].get_lines() if line.get_gid() != "chance"]
+    assert labels == ["npair (seed 0)", "npair_imix (seed 0)"] and len(curves.axes) == 1

@@ -105,6 +105,15 @@ def plot_curves(
         except (FileNotFoundError, ValueError) as error:
             notes.append(f"curves: `{cell.cell}` left out: {error}")
     metrics = [m for m in CURVE_METRICS if runs and all(m in r.metric_names() for r in runs)]
+    if not metrics and runs:
+        # No panel every run has (e.g. pretrain runs without a kNN monitor beside joint runs):
+        # draw the curve most runs have, over those runs (val_top1 first on a tie).
+        having = {m: [r for r in runs if m in r.metric_names()] for m in CURVE_METRICS}
+        metric = max(CURVE_METRICS, key=lambda m: len(having[m]))
+        if having[metric]:
+            left = [r.label for r in runs if r not in having[metric]]
+            notes.append(f"curves.png shows {metric} only; left out (no {metric} curve): {left}")
+            runs, metrics = having[metric], [metric]
     if not metrics:
         notes.append(
             "curves.png not drawn: no curve of " + " or ".join(CURVE_METRICS) + " is shared by "
