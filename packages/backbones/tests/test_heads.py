@@ -91,6 +91,24 @@ def test_projection_head_output_batch_norm_computes_imix_mlpbn() -> None:
     torch.testing.assert_close(head(x), expected, rtol=1e-5, atol=1e-5)
 
 
+def test_projection_head_output_without_affine_or_bias_is_moco_v3s() -> None:
+    # SimSiam / MoCo v3: BatchNorm1d(out_dim, affine=False) on the output; MoCo v3's last Linear
+    # has no bias even without that BatchNorm.
+    torch.manual_seed(0)
+    head = ProjectionHead(8, 16, 4, output_batch_norm=True, output_affine=False).train()
+    first, bn, _, last, out_bn = head.layers
+    assert last.bias is None and not out_bn.affine
+    assert sum(p.numel() for p in head.parameters()) == 8 * 16 + 2 * 16 + 16 * 4
+    x = torch.randn(6, 8)
+    h = torch.relu(_batch_norm(x @ first.weight.T, bn))
+    z = h @ last.weight.T
+    expected = (z - z.mean(0)) / torch.sqrt(z.var(0, unbiased=False) + out_bn.eps)
+    torch.testing.assert_close(head(x), expected, rtol=1e-5, atol=1e-5)
+    plain = ProjectionHead(8, 16, 4, output_bias=False)
+    assert plain.layers[-1].bias is None and isinstance(plain.layers[-1], nn.Linear)
+    assert sum(p.numel() for p in plain.parameters()) == 8 * 16 + 2 * 16 + 16 * 4
+
+
 def test_prediction_head_layout_shape_and_count() -> None:
     head = PredictionHead(256, 4096, 256)
     kinds = [type(m) for m in head.layers]
@@ -117,6 +135,8 @@ def test_linear_classifier_shape_count_and_value() -> None:
             lambda: ProjectionHead(8, 16, 4, output_batch_norm="yes"),
             "output_batch_norm must be a bool",
         ),
+        (lambda: ProjectionHead(8, 16, 4, output_affine=0), "output_affine must be a bool"),
+        (lambda: ProjectionHead(8, 16, 4, output_bias="no"), "output_bias must be a bool"),
         (lambda: PredictionHead(8, 16, 2.5), "out_dim must be a positive int, got 2.5"),
         (lambda: LinearClassifier(8, 0), "num_classes must be a positive int, got 0"),
     ],

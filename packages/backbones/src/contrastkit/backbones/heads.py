@@ -20,13 +20,16 @@ class ProjectionHead(nn.Module):
     `output_batch_norm` (i-Mix's `mlpbn` head: Linear -> BN -> ReLU -> Linear -> BN). A Linear
     has no bias when a BatchNorm follows it (the BN's shift replaces it; i-Mix keeps the bias,
     which computes the same function). `num_layers=1` is a single Linear (i-Mix's `linbn` with
-    the output BN).
+    the output BN). `output_affine=False` gives that output BatchNorm no scale and shift
+    (SimSiam's and MoCo v3's `BatchNorm1d(out_dim, affine=False)`; no effect without
+    `output_batch_norm`); `output_bias` overrides the final Linear's bias (default: a bias
+    exactly when no output BatchNorm follows; MoCo v3's heads have none either way).
 
-    Parameters, with b = batch_norm, o = output_batch_norm, d = in_dim if num_layers=1 else
-    hidden_dim:
+    Parameters, with b = batch_norm, o = output_batch_norm, a = output_affine, d = in_dim if
+    num_layers=1 else hidden_dim:
         first hidden: in_dim*hidden_dim + (2*hidden_dim if b else hidden_dim)
         each further hidden: hidden_dim^2 + (2*hidden_dim if b else hidden_dim)
-        last: d*out_dim + (2*out_dim if o else out_dim)
+        last: d*out_dim + (out_dim if output_bias else 0) + (2*out_dim if o and a else 0)
 
     Input: (N, in_dim) float features. Output: (N, out_dim) float projections (batch-normalised
     over the N rows in training mode when `output_batch_norm`).
@@ -40,6 +43,8 @@ class ProjectionHead(nn.Module):
         num_layers: int = 2,
         batch_norm: bool = True,
         output_batch_norm: bool = False,
+        output_affine: bool = True,
+        output_bias: bool | None = None,
     ) -> None:
         super().__init__()
         self.in_dim = check_positive_int("in_dim", in_dim)
@@ -48,6 +53,10 @@ class ProjectionHead(nn.Module):
         check_positive_int("num_layers", num_layers)
         check_bool("batch_norm", batch_norm)
         check_bool("output_batch_norm", output_batch_norm)
+        check_bool("output_affine", output_affine)
+        if output_bias is None:
+            output_bias = not output_batch_norm
+        check_bool("output_bias", output_bias)
         layers: list[nn.Module] = []
         dim = in_dim
         for _ in range(num_layers - 1):
@@ -56,9 +65,9 @@ class ProjectionHead(nn.Module):
                 layers.append(nn.BatchNorm1d(hidden_dim))
             layers.append(nn.ReLU(inplace=True))
             dim = hidden_dim
-        layers.append(nn.Linear(dim, out_dim, bias=not output_batch_norm))
+        layers.append(nn.Linear(dim, out_dim, bias=output_bias))
         if output_batch_norm:
-            layers.append(nn.BatchNorm1d(out_dim))
+            layers.append(nn.BatchNorm1d(out_dim, affine=output_affine))
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -111,9 +111,13 @@ def shuffled_key_forward(encoder: nn.Module, x: Tensor, seed: int) -> Tensor:
     return unshuffled[rank * n : (rank + 1) * n]
 
 
-def projection_head(model: ModelConfig, in_dim: int) -> nn.Module:
+def projection_head(
+    model: ModelConfig, in_dim: int, *, output_affine: bool = True, output_bias: bool | None = None
+) -> nn.Module:
     """The projection head a `model:` section describes, on (N, in_dim) features; nn.Identity
-    for `projection_layers = 0` (no head: ISD uses the backbone's features as embeddings)."""
+    for `projection_layers = 0` (no head: ISD uses the backbone's features as embeddings).
+    output_affine, output_bias: as `ProjectionHead`'s (a method's own head shape: SimSiam's and
+    MoCo v3's output BatchNorm has no affine parameters)."""
     if model.projection_layers == 0:
         if model.projection_output_batch_norm:
             raise ValueError(
@@ -128,6 +132,8 @@ def projection_head(model: ModelConfig, in_dim: int) -> nn.Module:
         num_layers=model.projection_layers,
         batch_norm=model.projection_batch_norm,
         output_batch_norm=model.projection_output_batch_norm,
+        output_affine=output_affine,
+        output_bias=output_bias,
     )
 
 

@@ -1,9 +1,9 @@
 """MoCo v3 (Chen, Xie and He 2021): predictions of the online network against a momentum
 encoder's keys of the other view, in-batch negatives, both directions summed; no queue.
 
-The heads are MoCo v3's own (`MoCoV3MLP`): bias-free Linear layers and a BatchNorm without
-affine parameters on the projector's output, as facebookresearch/moco-v3 and solo-learn build
-them. i-Mix mixes each view as a query batch; the momentum encoder sees the clean views.
+The heads are MoCo v3's own (moco-v3 `_build_mlp`, solo-learn `MoCoV3._build_mlp`): a
+`ProjectionHead` whose last Linear has no bias and whose output BatchNorm (SimCLR's design, as
+the original says) has no affine parameters. i-Mix mixes each view as a query batch; the momentum encoder sees the clean views.
 """
 
 from __future__ import annotations
@@ -14,53 +14,18 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from contrastkit.backbones import ProjectionHead
 from contrastkit.objectives import MomentumTeacher, mocov3_loss
 from contrastkit.pipelines.methods.base import (
     MethodOutput,
     PretrainMethod,
+    projection_head,
     stacked_label_weights,
     two_views,
 )
 
 if TYPE_CHECKING:
     from contrastkit.pipelines.config import MethodConfig, ModelConfig
-
-
-class MoCoV3MLP(nn.Sequential):
-    """MoCo v3's MLP (moco-v3 `_build_mlp`, solo-learn `MoCoV3._build_mlp`) on (N, in_dim) inputs.
-
-    `num_layers - 1` hidden blocks Linear(bias=False) -> BatchNorm1d -> ReLU of width
-    `hidden_dim`, then Linear(bias=False) to `out_dim`, followed by BatchNorm1d(out_dim,
-    affine=False) when `last_batch_norm` (SimCLR's design, as the original says). With
-    `batch_norm=False` the hidden blocks are Linear (with bias) -> ReLU. Output: (N, out_dim).
-    """
-
-    def __init__(
-        self,
-        num_layers: int,
-        in_dim: int,
-        hidden_dim: int,
-        out_dim: int,
-        *,
-        batch_norm: bool = True,
-        last_batch_norm: bool = True,
-    ) -> None:
-        if num_layers < 1:
-            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
-        layers: list[nn.Module] = []
-        dim = in_dim
-        for _ in range(num_layers - 1):
-            layers.append(nn.Linear(dim, hidden_dim, bias=not batch_norm))
-            if batch_norm:
-                layers.append(nn.BatchNorm1d(hidden_dim))
-            layers.append(nn.ReLU(inplace=True))
-            dim = hidden_dim
-        layers.append(nn.Linear(dim, out_dim, bias=False))
-        if last_batch_norm:
-            layers.append(nn.BatchNorm1d(out_dim, affine=False))
-        super().__init__(*layers)
-        self.in_dim = in_dim
-        self.out_dim = out_dim
 
 
 def is_resnet(backbone_name: str) -> bool:
@@ -82,7 +47,7 @@ class MoCoV3(PretrainMethod):
     CIFAR recipe: 0.99 -> 1.0). Both views go through each network in one forward, or with
     method.separate_forwards one forward per view (solo-learn).
 
-    Heads (`MoCoV3MLP`): the projector has model.projection_layers layers (ResNet 2, ViT 3 in
+    Heads (`ProjectionHead` with output_affine=False, output_bias=False): the projector has model.projection_layers layers (ResNet 2, ViT 3 in
     the originals), hidden width model.projection_hidden_dim, output model.projection_dim and,
     with model.projection_output_batch_norm (the preset), a BatchNorm without affine parameters
     on its output; the predictor is 2 layers, width model.prediction_hidden_dim, with that output
@@ -106,29 +71,24 @@ class MoCoV3(PretrainMethod):
     ) -> None:
         super().__init__(backbone, method, model, seed=seed)
         dim = self.embedding_dim
-        self.predictor = MoCoV3MLP(
-            2,
+        self.predictor = ProjectionHead(
             dim,
             model.prediction_hidden_dim,
             dim,
-            last_batch_norm=not is_resnet(model.backbone),
+            num_layers=2,
+            output_batch_norm=not is_resnet(model.backbone),
+            output_affine=False,
+            output_bias=False,
         )
         self.teacher = MomentumTeacher(self.encoder)
 
     def projection_head(self, in_dim: int) -> nn.Module:
-        """MoCo v3's projector (`MoCoV3MLP`) as the model section sizes it; nn.Identity with
-        model.projection_layers = 0 (no head, so no output BatchNorm either)."""
-        model = self.model_config
-        if model.projection_layers == 0:
+        """MoCo v3's projector as the model section sizes it (no bias on its last Linear, no
+        affine on its output BatchNorm); nn.Identity with model.projection_layers = 0 (no head, so
+        no output BatchNorm either)."""
+        if self.model_config.projection_layers == 0:
             return nn.Identity()
-        return MoCoV3MLP(
-            model.projection_layers,
-            in_dim,
-            model.projection_hidden_dim,
-            model.projection_dim,
-            batch_norm=model.projection_batch_norm,
-            last_batch_norm=model.projection_output_batch_norm,
-        )
+        return projection_head(self.model_config, in_dim, output_affine=False, output_bias=False)
 
     def forward(
         self,

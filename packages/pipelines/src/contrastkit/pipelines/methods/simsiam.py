@@ -70,10 +70,7 @@ class SimSiam(PretrainMethod):
 
     def projection_head(self, in_dim: int) -> nn.Module:
         """The model section's head; its output BatchNorm, if any, without affine parameters."""
-        head = projection_head(self.model_config, in_dim)
-        if self.model_config.projection_output_batch_norm:
-            head.layers[-1] = nn.BatchNorm1d(self.model_config.projection_dim, affine=False)
-        return head
+        return projection_head(self.model_config, in_dim, output_affine=False)
 
     def forward(
         self,
