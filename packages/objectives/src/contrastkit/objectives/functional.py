@@ -99,7 +99,12 @@ def nt_xent_loss(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
 
 
 def npair_loss(
-    query: Tensor, key: Tensor, temperature: float = 0.2, targets: Tensor | None = None
+    query: Tensor,
+    key: Tensor,
+    temperature: float = 0.2,
+    targets: Tensor | None = None,
+    *,
+    validate_targets: bool = True,
 ) -> Tensor:
     """N-pair / in-batch InfoNCE as used by i-Mix: soft cross-entropy of `logits = q @ k.T / T`.
 
@@ -107,6 +112,10 @@ def npair_loss(
     targets: None, (N,) int64 indices of each query's positive key, or (N, N) soft labels
     (non-negative rows summing to 1, e.g. from `imix_mixup`). The loss is
     `-(targets * log_softmax(logits)).sum(1).mean()`.
+    validate_targets: check the targets' values (indices in range; soft rows non-negative,
+        summing to 1), which reads one boolean back from the device, a host sync. False skips
+        that check (type, dtype and shape are still checked): for targets that `imix_mixup` /
+        `imix_cutmix` made, in a training step that must not wait on the device.
 
     Distributed: with W > 1 ranks the keys of all ranks are gathered with gradient, so logits are
     (N, W*N) and the extra keys are negatives; `targets` given for the local batch address this
@@ -119,7 +128,7 @@ def npair_loss(
     check_embeddings("key", key)
     check_same_shape("query", query, "key", key)
     temperature = check_temperature("temperature", temperature)
-    targets = check_targets(targets, query.shape[0], query.device)
+    targets = check_targets(targets, query.shape[0], query.device, validate_targets)
     dtype = compute_dtype(query, key)
     with autocast_disabled(query.device):
         return _in_batch_infonce(query, key, temperature, targets, dtype)
@@ -131,6 +140,8 @@ def moco_loss(
     queue: Tensor,
     temperature: float = 0.2,
     targets: Tensor | None = None,
+    *,
+    validate_targets: bool = True,
 ) -> Tensor:
     """MoCo v2 InfoNCE against a queue of negatives; with `targets`, i-Mix on MoCo.
 
@@ -139,6 +150,10 @@ def moco_loss(
     Without targets: `logits = [q . k_i | q @ queue.T] / T`, shape (N, 1 + K), class 0 positive.
     With targets ((N,) indices or (N, N) soft labels): `logits = q @ [key; queue].T / T`, shape
     (N, N + K), the targets padded with zeros over the K queue columns.
+    validate_targets: check the targets' values (indices in range; soft rows non-negative,
+        summing to 1), which reads one boolean back from the device, a host sync. False skips
+        that check (type, dtype and shape are still checked): for targets that `imix_mixup` /
+        `imix_cutmix` made, in a training step that must not wait on the device.
 
     Distributed: no communication; keys reach other ranks through `MemoryQueue.enqueue`, which
     gathers them. Mean over this rank's N anchors; DDP averages gradients over ranks.
@@ -151,7 +166,7 @@ def moco_loss(
     check_queue(queue, query.shape[1])
     check_same_device("query", query, "queue", queue)
     temperature = check_temperature("temperature", temperature)
-    targets = check_targets(targets, query.shape[0], query.device)
+    targets = check_targets(targets, query.shape[0], query.device, validate_targets)
     dtype = compute_dtype(query, key, queue)
     with autocast_disabled(query.device):
         anchors = l2_normalize(query, dtype) / temperature
@@ -214,12 +229,22 @@ def isd_loss(
         return (teacher_neg_entropy - cross).mean()
 
 
-def byol_loss(prediction: Tensor, target: Tensor, targets: Tensor | None = None) -> Tensor:
+def byol_loss(
+    prediction: Tensor,
+    target: Tensor,
+    targets: Tensor | None = None,
+    *,
+    validate_targets: bool = True,
+) -> Tensor:
     """BYOL regression loss `2 - 2 * sum_j targets_ij * cos(p_i, z_j)`, mean over the batch.
 
     prediction: (N, D) online predictor output p; target: (N, D) target-network projection z,
     detached here. targets: None (p_i against z_i), (N,) int64 indices, or (N, N) soft labels
     (i-Mix). One direction only: symmetrise in the caller by swapping the views.
+    validate_targets: check the targets' values (indices in range; soft rows non-negative,
+        summing to 1), which reads one boolean back from the device, a host sync. False skips
+        that check (type, dtype and shape are still checked): for targets that `imix_mixup` /
+        `imix_cutmix` made, in a training step that must not wait on the device.
 
     Distributed: no communication; per-sample loss, mean over this rank's N rows.
 
@@ -228,7 +253,7 @@ def byol_loss(prediction: Tensor, target: Tensor, targets: Tensor | None = None)
     check_embeddings("prediction", prediction)
     check_embeddings("target", target)
     check_same_shape("prediction", prediction, "target", target)
-    targets = check_targets(targets, prediction.shape[0], prediction.device)
+    targets = check_targets(targets, prediction.shape[0], prediction.device, validate_targets)
     dtype = compute_dtype(prediction, target)
     with autocast_disabled(prediction.device):
         p = l2_normalize(prediction, dtype)

@@ -21,10 +21,12 @@ from contrastkit.objectives.distributed import all_gather_no_grad
 from contrastkit.objectives.functional import _in_batch_infonce
 
 
-def _checked_targets(name: str, targets: object, n: int, query: Tensor) -> Tensor | None:
+def _checked_targets(
+    name: str, targets: object, n: int, query: Tensor, check_values: bool
+) -> Tensor | None:
     # check_targets speaks of "targets"; say which of the two directions was wrong.
     try:
-        return check_targets(targets, n, query.device)
+        return check_targets(targets, n, query.device, check_values)
     except ValueError as error:
         raise ValueError(f"{name}: {error}") from None
 
@@ -51,6 +53,8 @@ def mocov3_loss(
     temperature: float = 0.2,
     targets1: Tensor | None = None,
     targets2: Tensor | None = None,
+    *,
+    validate_targets: bool = True,
 ) -> Tensor:
     """MoCo v3's symmetric contrastive loss `ctr(q1, k2) + ctr(q2, k1)`.
 
@@ -66,6 +70,10 @@ def mocov3_loss(
     targets1, targets2: i-Mix virtual labels for `ctr(q1, k2)` and `ctr(q2, k1)`: None (query i's
     positive is key i), (N,) int64 indices or (N, N) soft labels (rows non-negative, summing to 1),
     as in `npair_loss`. Mix view 1's input for q1 (keys of the unmixed views) to use targets1.
+    validate_targets: check the targets' values (indices in range; soft rows non-negative,
+        summing to 1), which reads one boolean back from the device, a host sync. False skips
+        that check (type, dtype and shape are still checked): for targets that `imix_mixup` /
+        `imix_cutmix` made, in a training step that must not wait on the device.
 
     Follows facebookresearch/moco-v3 moco/builder.py (`ctr_loss`, `forward`) and solo-learn
     solo/losses/mocov3.py: L2-normalised q and k, keys all-gathered WITHOUT gradient, labels
@@ -84,8 +92,8 @@ def mocov3_loss(
     check_same_shape("q1", q1, "k2", k2)
     temperature = check_temperature("temperature", temperature)
     n = q1.shape[0]
-    targets1 = _checked_targets("targets1", targets1, n, q1)
-    targets2 = _checked_targets("targets2", targets2, n, q1)
+    targets1 = _checked_targets("targets1", targets1, n, q1, validate_targets)
+    targets2 = _checked_targets("targets2", targets2, n, q1, validate_targets)
     dtype = compute_dtype(q1, q2, k1, k2)
     with autocast_disabled(q1.device):
         return _contrast(q1, k2, temperature, targets1, dtype) + _contrast(

@@ -25,6 +25,8 @@ def simsiam_loss(
     z2: Tensor,
     targets1: Tensor | None = None,
     targets2: Tensor | None = None,
+    *,
+    validate_targets: bool = True,
 ) -> Tensor:
     """SimSiam's loss `-(mean_i cos(p1_i, z2_i) + mean_i cos(p2_i, z1_i)) / 2`, in [-1, 1].
 
@@ -36,6 +38,10 @@ def simsiam_loss(
     targets1, targets2: i-Mix virtual labels in BYOL's form (Lee et al. 2021), each None (p_i
     against z_i), (N,) int64 indices or (N, N) soft labels: the p1 direction becomes
     `-mean_i sum_j targets1_ij cos(p1_i, z2_j)`, and likewise p2 against z1 with targets2.
+    validate_targets: check the targets' values (indices in range; soft rows non-negative,
+        summing to 1), which reads one boolean back from the device, a host sync. False skips
+        that check (type, dtype and shape are still checked): for targets that `imix_mixup` /
+        `imix_cutmix` made, in a training step that must not wait on the device.
 
     Cosines are taken in float32 (float64 stays float64) with autocast off, on rows normalised
     with a norm floor of 1e-12 (the original's CosineSimilarity uses eps=1e-8; they differ only for
@@ -52,8 +58,8 @@ def simsiam_loss(
     check_same_shape("p2", p2, "z1", z1)
     check_same_shape("p1", p1, "p2", p2)
     n = p1.shape[0]
-    targets1 = check_targets(targets1, n, p1.device)
-    targets2 = check_targets(targets2, n, p1.device)
+    targets1 = check_targets(targets1, n, p1.device, validate_targets)
+    targets2 = check_targets(targets2, n, p1.device, validate_targets)
     dtype = compute_dtype(p1, p2, z1, z2)
     with autocast_disabled(p1.device):
         cosine_12, _ = _target_terms(

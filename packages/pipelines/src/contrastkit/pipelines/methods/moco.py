@@ -79,7 +79,12 @@ class MoCo(PretrainMethod):
         features, q = self.encoder(queries)
         k = shuffled_key_forward(self.teacher, view2, self.key_seed(step))
         loss = moco_loss(
-            q, k, self.queue.keys, temperature=self.method_config.temperature, targets=targets
+            q,
+            k,
+            self.queue.keys,
+            temperature=self.method_config.temperature,
+            targets=targets,
+            validate_targets=False,  # made by self.mix: no host sync to check them
         )
         self.queue.enqueue(k)
         return MethodOutput(loss, features.detach(), targets)
@@ -105,8 +110,8 @@ class MoCo(PretrainMethod):
             k1, k2 = shuffled_key_forward(self.teacher, torch.cat([view1, view2]), seed).chunk(2)
         temperature = self.method_config.temperature
         loss = (
-            moco_loss(q1, k2, self.queue.keys, temperature, targets1)
-            + moco_loss(q2, k1, view1_queue.keys, temperature, targets2)
+            moco_loss(q1, k2, self.queue.keys, temperature, targets1, validate_targets=False)
+            + moco_loss(q2, k1, view1_queue.keys, temperature, targets2, validate_targets=False)
         ) / 2
         self.queue.enqueue(k2)
         view1_queue.enqueue(k1)

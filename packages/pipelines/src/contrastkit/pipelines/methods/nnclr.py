@@ -106,8 +106,8 @@ class NNCLR(PretrainMethod):
         neighbours1 = nearest_neighbours(z1, self.support.keys).values
         neighbours2 = nearest_neighbours(z2, self.support.keys).values
         loss = (
-            npair_loss(p2, neighbours1, temperature, targets2)
-            + npair_loss(p1, neighbours2, temperature, targets1)
+            npair_loss(p2, neighbours1, temperature, targets2, validate_targets=False)
+            + npair_loss(p1, neighbours2, temperature, targets1, validate_targets=False)
         ) / 2
         self.support.enqueue(z1)
         n = view1.shape[0]

@@ -283,18 +283,21 @@ def _steps(run: _Run, start: Position, stop: StopRequest, bar: tqdm) -> Training
             sums.step_done()
             bar.update(1)
             end_of_epoch = batch_index + 1 == run.batches_used
-            reason = stop.agreed()  # every process stops after the same step
+            log_due = run.step % train.log_every == 0
+            periodic = bool(train.checkpoint_every) and run.step % train.checkpoint_every == 0
+            # Every process stops after the same step. Between these sync points a step reads
+            # nothing back from the device and makes no collective of its own.
+            reason = stop.agreed(sync_point=log_due or end_of_epoch or periodic)
 
             # -------------------------------------------- epoch end, metrics row, checkpoint
             end, row = _end_epoch(run, epoch, lr) if end_of_epoch else (None, {})
-            if run.step % train.log_every == 0 or end_of_epoch or reason:
+            if log_due or end_of_epoch or reason:
                 _log_row(run, row, lr, bar)
             if end is not None and run.logger is not None:
                 _plot_curves(run.logger.path, run.run_dir / CURVES_FILE, run.data.num_classes)
                 run.task.epoch_done(end, row)
             next_batch = (epoch + 1, 0) if end_of_epoch else (epoch, batch_index + 1)
             position = Position(run.step, *next_batch)  # where a checkpoint of this step resumes
-            periodic = train.checkpoint_every and run.step % train.checkpoint_every == 0
             if periodic or end_of_epoch or reason:
                 _save(run, position)
             if reason is not None:

@@ -39,9 +39,12 @@ class StopRequest:
 
     A second signal does not abort: it says that the checkpoint is being saved and the save
     completes (kill -9 is the way to abort without saving). SIGHUP is handled only when it is not
-    ignored, so a run started under `nohup` keeps running when its terminal closes. With several
-    processes the decision is agreed on by an all-reduce over a CPU (gloo) group after every step,
-    so all ranks stop after the same step even if the request reached them at different times.
+    ignored, so a run started under `nohup` keeps running when its terminal closes. With one
+    process the request is read after every step (a Python attribute: no collective, no device
+    sync). With several the ranks agree with an all-reduce over a CPU (gloo) group, only at the
+    steps where they already communicate (a metrics row, an epoch end, a checkpoint), so all ranks
+    stop after the same step even if the request reached them at different times, and the steps
+    in between make no collective for it; a request then waits at most train.log_every - 1 steps.
     """
 
     def __init__(self, world_size: int) -> None:
@@ -89,10 +92,16 @@ class StopRequest:
             f"\nthe launcher (PID {parent_pid}) exited: finishing this step and saving a checkpoint"
         )
 
-    def agreed(self) -> str | None:
+    def agreed(self, sync_point: bool = True) -> str | None:
         """Why every rank agrees to stop: a signal's name ("SIGTERM") or LAUNCHER_EXIT; None to
-        keep going. Every process calls it at the same points (an all-reduce when there are
-        several)."""
+        keep going. Every process calls it at the same points.
+
+        sync_point: whether the ranks meet here anyway (a metrics row, an epoch end, a
+        checkpoint). With several processes the agreement is an all-reduce, made only at sync
+        points (None elsewhere); with one process the request is read every time, for free.
+        """
+        if self._world_size > 1 and not sync_point:
+            return None
         code = self.code
         if self._world_size > 1:
             flag = torch.tensor([code], dtype=torch.int64)
