@@ -370,3 +370,59 @@ def test_probe_values_use_the_study_evaluation(
     args = seen[-1]
     assert (args.finetune, args.epochs, args.no_tsne, args.no_nn_grid) == (True, 5, False, False)
     assert args.checkpoint == str(tmp_path / "pretrain") and values["linear_top1"] == 61.0
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_signal_during_a_probe_ends_with_the_command_that_continues(
+    tmp_path: Path,
+    toy_cifar_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+    signum: signal.Signals,
+) -> None:
+    """Outside a training (here: in the probe) SIGTERM / SIGHUP stop the study like Ctrl-C: exit
+    130, the command that continues it, no row for the pair; the handlers are put back after,
+    and the next run probes the finished pretraining again without training it."""
+    study = write_study(tmp_path, toy_cifar_dir)
+    output = tmp_path / "out"
+    real_probe = runner.probe_values
+    probes: list[int] = []
+
+    def probe_then_signal(*args, **kwargs):  # type: ignore[no-untyped-def]
+        probes.append(1)
+        if len(probes) == 1:
+            os.kill(os.getpid(), signum)  # a real signal, in the middle of the probe
+        return real_probe(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "probe_values", probe_then_signal)
+    # Under nohup SIGHUP is ignored, and the study then leaves it so: not this test's case.
+    ignored = signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    try:
+        _signal_then_continue(study, output, monkeypatch, capsys, signum, probes)
+    finally:
+        signal.signal(signal.SIGHUP, ignored)
+
+
+def _signal_then_continue(
+    study: Path,
+    output: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+    signum: signal.Signals,
+    probes: list[int],
+) -> None:
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGHUP)
+    args = ["run", str(study), "--cells", "simclr", "--seeds", "0", "--output-dir", str(output),
+            "--no-estimate"]  # fmt: skip
+    assert cli.main(args) == cli.EXIT_INTERRUPTED
+    err = capsys.readouterr().err
+    assert f"interrupted by {signum.name}; continue with: " in err
+    assert "--cells simclr --seeds 0" in err.splitlines()[-1]
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGHUP)) == before
+    assert not (output / "cells.csv").exists() or read_rows(output) == []
+
+    calls = counting(monkeypatch)
+    assert cli.main(args) == cli.EXIT_OK
+    assert calls == []  # the pretraining had finished: only probed again
+    assert len(probes) == 2
+    assert [(r["cell"], r["seed"]) for r in read_rows(output)] == [("simclr", "0")]

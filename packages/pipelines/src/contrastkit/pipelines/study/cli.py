@@ -3,15 +3,18 @@
 
 Exit status: 0 done (or a run stopped by a signal, with the command that continues it printed);
 1 a training's loss became non-finite; 2 bad input, said in one line
-`contrastkit-study: error: ...`; 130 interrupted by Ctrl-C outside a training.
+`contrastkit-study: error: ...`; 130 interrupted outside a training (Ctrl-C, SIGTERM or SIGHUP
+while estimating, probing or reporting), with the command that continues printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
-from collections.abc import Sequence
-from typing import NoReturn
+from collections.abc import Iterator, Sequence
+from typing import Any, NoReturn
 
 PROG = "contrastkit-study"
 EXIT_OK, EXIT_DIVERGED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -28,7 +31,8 @@ interrupted pretraining from its newest checkpoint, prints an estimated wall tim
 timed optimizer steps of each cell) before it starts, and ends by writing REPORT.md.
 
 exit status: 0 done, or stopped by a signal after a checkpoint (the command that continues is
-printed); 1 a loss became NaN or infinite; 2 bad input (one line says what); 130 Ctrl-C."""
+printed); 1 a loss became NaN or infinite; 2 bad input (one line says what); 130 stopped by
+Ctrl-C, SIGTERM or SIGHUP outside a training (while estimating, probing or reporting)."""
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -79,6 +83,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP (unless ignored, as under nohup) raise KeyboardInterrupt, as Ctrl-C
+    does, for the parts of a study outside a training (the estimate, the probes, the report):
+    the study then ends with the command that continues it instead of dying silently. A
+    training installs its own handlers (checkpoint, then stop) and puts these back after."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    signums = [signal.SIGTERM]
+    hangup = getattr(signal, "SIGHUP", None)  # none on Windows
+    if hangup is not None and signal.getsignal(hangup) != signal.SIG_IGN:
+        signums.append(hangup)
+    previous = {signum: signal.signal(signum, interrupt) for signum in signums}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line `argv` (default sys.argv[1:]); returns the exit status."""
     args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
@@ -97,17 +123,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             spec = load_study(args.study)
             command = study_command(spec, args.profile, cells=args.cells, seeds=args.seeds,
                                     output_dir=args.output_dir)  # fmt: skip
-            run_study(spec, args.profile, cells=args.cells, seeds=args.seeds,
-                      output_dir=args.output_dir, estimate=not args.no_estimate)  # fmt: skip
+            with _signals_interrupt():
+                run_study(spec, args.profile, cells=args.cells, seeds=args.seeds,
+                          output_dir=args.output_dir, estimate=not args.no_estimate)  # fmt: skip
     except FloatingPointError as error:  # training's NonFiniteLossError: the loss diverged
         print(f"{PROG}: stopped: {error}", file=sys.stderr)
         return EXIT_DIVERGED
     except (ValueError, OSError) as error:
         print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         again = f"; continue with: {command}" if command else ""
-        print(f"{PROG}: interrupted{again}", file=sys.stderr)
+        by = f" by {stop.args[0]}" if stop.args else ""
+        print(f"{PROG}: interrupted{by}{again}", file=sys.stderr)
         return EXIT_INTERRUPTED
     return EXIT_OK
 
