@@ -160,7 +160,10 @@ def test_simclr_has_no_teacher_and_rejects_imix() -> None:
         tiny_tabular_config(Path("unused"), method={"name": "npair", "imix": "mixup"})
     )
     config.method.name = "simclr"  # bypass config validation: the method checks again
-    with pytest.raises(ValueError, match="does not support i-Mix"):
+    with pytest.raises(
+        ValueError,
+        match=r"method\.imix='mixup' is defined only for methods.*got method\.name='simclr'",
+    ):
         METHODS["simclr"](
             create_backbone("mlp", in_features=FEATURES, width=8, num_layers=1),
             config.method,

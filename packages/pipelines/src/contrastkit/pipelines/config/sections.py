@@ -80,14 +80,9 @@ class MethodConfig:
         s = "method"
         check_fields(self, s)
         method = methods.method_class(self.name)
-        if self.imix != "none" and not method.supports_imix:
-            why = method.imix_unsupported_reason or (
-                "i-Mix mixes the query of an in-batch or queue contrast"
-            )
-            raise ValueError(
-                f"method.imix={self.imix!r} is defined only for methods {_methods_with('supports_imix')} "
-                f"({why}), got method.name={self.name!r}; use method.imix=none"
-            )
+        refusal = method.imix_refusal(self.imix)
+        if refusal is not None:
+            raise ValueError(refusal)
         if self.symmetric and not method.supports_symmetric:
             raise ValueError(
                 f"method.symmetric=true (both directions, one queue each) is defined for methods "

@@ -180,6 +180,23 @@ class PretrainMethod(nn.Module):
     imix_unsupported_reason: ClassVar[str] = ""
 
     @classmethod
+    def imix_refusal(cls, imix: str) -> str | None:
+        """The error for `method.imix=imix` on this method (why i-Mix does not apply, and the
+        methods it does); None when allowed. The config and the method both say it."""
+        if imix == "none" or cls.supports_imix:
+            return None
+        from contrastkit.pipelines.methods import METHODS
+
+        supported = [name for name, method in METHODS.items() if method.supports_imix]
+        why = (
+            cls.imix_unsupported_reason or "i-Mix mixes the query of an in-batch or queue contrast"
+        )
+        return (
+            f"method.imix={imix!r} is defined only for methods {supported} ({why}), got "
+            f"method.name={cls.name!r}; use method.imix=none"
+        )
+
+    @classmethod
     def preset(cls, method: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         """The original recipe's values for fields a config leaves out: section -> field -> value.
 
@@ -199,9 +216,9 @@ class PretrainMethod(nn.Module):
             raise ValueError(
                 f"{type(self).__name__} needs method.name={self.name!r}, got {method.name!r}"
             )
-        if method.imix != "none" and not self.supports_imix:
-            why = f" ({self.imix_unsupported_reason})" if self.imix_unsupported_reason else ""
-            raise ValueError(f"method {self.name!r} does not support i-Mix (method.imix){why}")
+        refusal = self.imix_refusal(method.imix)
+        if refusal is not None:
+            raise ValueError(refusal)
         num_features = getattr(backbone, "num_features", None)
         if not isinstance(num_features, int) or num_features < 1:
             raise ValueError(
