@@ -100,7 +100,9 @@ def integration(session: nox.Session) -> None:
         # lightly, only to compare losses with (tests/test_objectives_vs_lightly.py, written
         # against this pin). lightly.loss imports torch, torchvision and numpy alone, so its
         # declared deps (hydra-core, pytorch_lightning, torchmetrics, aiohttp, ...) stay out.
-        session.install("--no-deps", "lightly==1.6.0")
+        # lightly.transforms (SimCLRTransform, the device check's lightly-style loop) also
+        # imports lightning_utilities (32 kB, pure Python).
+        session.install("--no-deps", "lightly==1.6.0", "lightning-utilities==0.15.3")
         session.run(
             "python", "-c", "import lightly, lightly.loss; print('lightly', lightly.__version__)"
         )

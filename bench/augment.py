@@ -6,7 +6,9 @@ whole batch. Columns: 32x32 (batch 512) and 96x96 (batch 256). Images are the re
 images when ../shared/data/cifar10 is there (upsampled bilinearly to 96 px for the 96 column),
 random ones otherwise. On CUDA it also prints the augmentation share of a SimCLR ResNet-18 step.
 Prints markdown: views per wall-clock second and, for in-process rows, per CPU-second of this
-process (robust on a busy shared machine); best of --reps after a warm-up.
+process (robust on a busy shared machine). Every row, ours and theirs alike, is the best of the
+same --reps timed repetitions after one untimed warm-up (a DataLoader row repeats whole epochs).
+torch runs --threads threads (default: all cores), printed in the header.
 
     python bench/augment.py                     # full table, about 2 minutes on 2 CPU cores
     python bench/augment.py --reps 1 --workers 2 --threads 1
@@ -24,7 +26,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _machine import cpu_name  # bench/ is on sys.path when a script runs
+from _machine import add_threads_option, apply_threads, cpu_name  # bench/ is on sys.path
 
 from contrastkit.augment import make_views
 
@@ -153,20 +155,21 @@ def bench_torchvision_loop(images: torch.Tensor, reps: int) -> Rate:
     return _rate(2 * len(images), best_seconds(run, reps))
 
 
-def bench_torchvision_loader(images: torch.Tensor, workers: int) -> Rate:
-    """Views/s over one epoch of 2 * workers batches, with workers already started by a first epoch."""
+def bench_torchvision_loader(images: torch.Tensor, workers: int, reps: int) -> Rate:
+    """Views/s over the best of `reps` epochs of max(4, 2 * workers) batches, after a first epoch
+    that starts the (persistent) workers."""
     batches = max(4, 2 * workers)
     dataset = TwoViewDataset(images.repeat(batches, 1, 1, 1), torchvision_simclr(images.shape[-1]))
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=len(images), num_workers=workers, persistent_workers=True
     )
-    for _ in loader:  # warm-up epoch: worker start-up and imports are not timed
-        pass
-    start = time.perf_counter()
-    for _ in loader:
-        pass
-    seconds = time.perf_counter() - start
-    return 2 * len(dataset) / seconds, None
+
+    def epoch() -> None:
+        for _ in loader:
+            pass
+
+    wall, _ = best_seconds(epoch, reps)
+    return 2 * len(dataset) / wall, None
 
 
 def bench_kornia(images: torch.Tensor, reps: int) -> Rate:
@@ -209,18 +212,16 @@ def measure_all(images: torch.Tensor, args: argparse.Namespace) -> dict[str, Rat
     """Views/s of every row for one batch of images."""
     results = {
         "contrastkit.augment, CPU, batched": bench_ours(images, "cpu", args.reps),
-        "torchvision v2, per image, 1 process": bench_torchvision_loop(
-            images, max(1, args.reps - 1)
-        ),
+        "torchvision v2, per image, 1 process": bench_torchvision_loop(images, args.reps),
         "kornia AugmentationSequential, CPU, batched": bench_kornia(images, args.reps),
     }
     if not args.skip_dataloader:
         for workers in args.workers:
             results[f"torchvision v2, DataLoader, {workers} workers"] = bench_torchvision_loader(
-                images, workers
+                images, workers, args.reps
             )
     if torch.cuda.is_available():
-        results["contrastkit.augment, CUDA, batched"] = bench_ours(images, "cuda", args.reps * 3)
+        results["contrastkit.augment, CUDA, batched"] = bench_ours(images, "cuda", args.reps)
     return results
 
 
@@ -232,13 +233,12 @@ def main() -> None:
     parser.add_argument(
         "--workers", type=int, nargs="*", default=[2, 8], help="DataLoader worker counts"
     )
-    parser.add_argument(
-        "--threads", type=int, default=None, help="torch threads (default: torch's choice)"
-    )
+    add_threads_option(parser)
     parser.add_argument("--skip-dataloader", action="store_true")
     args = parser.parse_args()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    if args.reps < 1:
+        parser.error(f"--reps must be >= 1, got {args.reps}")
+    apply_threads(args.threads)
     # 8 workers on a 2-core machine is the point of that row, not a mistake to warn about.
     warnings.filterwarnings("ignore", message="This DataLoader will create")
 
@@ -282,7 +282,7 @@ def main() -> None:
 
     if torch.cuda.is_available():
         images, _ = load_images(512, 32)
-        augment_ms, step_ms = resnet18_step_share(images, args.reps * 3)
+        augment_ms, step_ms = resnet18_step_share(images, args.reps)
         print()
         print(
             f"CUDA SimCLR CIFAR step, batch 512: augmentation {augment_ms:.2f} ms, "

@@ -5,6 +5,7 @@ subprocess so its peak memory is its own. Usage:
 
     python bench/objectives.py            # N in {256, 1024, 4096}, D = 128, MoCo/ISD queue K = 65536
     python bench/objectives.py --quick    # N = 256 only, K = 4096: a smoke run
+    python bench/objectives.py --threads 1 --repeats 10
 
 Columns:
 - contrastkit: `nt_xent_loss`; `moco_loss` + `MemoryQueue.enqueue`; `isd_loss`.
@@ -14,9 +15,10 @@ Columns:
   (its MoCo-style loss, bank update included); shown only when `lightly` is importable (it is
   a bench-only dependency; lightly has no ISD loss).
 
-Time: the best of several forward+backward calls (at least 3, more while they take under 2 s
-in all; CUDA: CUDA events, synchronised); a tiny step and the first full call are warm-ups.
-The minimum, because on a shared machine other processes only ever add time.
+Time: the best of --repeats forward+backward calls (the same number for every implementation;
+CUDA: CUDA events, synchronised); a tiny step and the first full call are warm-ups. The minimum,
+because on a shared machine other processes only ever add time. Each cell's process runs torch
+with --threads threads (default: all cores), printed in the header.
 Peak memory: on CPU the growth of the process's peak resident set over its resident set just
 before the first full call (the kernel's VmHWM mark, reset through /proc/self/clear_refs
 first), i.e. what the step held at its peak beyond its inputs (Linux only); on CUDA
@@ -35,7 +37,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from _machine import cpu_name  # bench/ is on sys.path when a script runs
+from _machine import add_threads_option, apply_threads, cpu_name  # bench/ is on sys.path
 
 LOSSES = ("nt_xent", "moco", "isd")
 IMPLEMENTATIONS = ("contrastkit", "plain", "lightly")
@@ -70,7 +72,9 @@ def _plain_isd(student: torch.Tensor, teacher: torch.Tensor, queue: torch.Tensor
     )
 
 
-def _make_step(loss: str, impl: str, n: int, k: int, device: torch.device) -> Callable[[], None]:
+def make_loss_step(
+    loss: str, impl: str, n: int, k: int, device: torch.device
+) -> Callable[[], None]:
     """A closure doing one forward+backward on fixed random inputs; raises ImportError for lightly."""
     generator = torch.Generator(device=device).manual_seed(0)
 
@@ -131,10 +135,10 @@ def _status_bytes(field: str) -> int:
     raise OSError(f"{field} not in /proc/self/status")
 
 
-def _timed(step: Callable[[], None], device: torch.device, repeats: int) -> float:
-    """Best of at least `repeats` calls (more while under 2 s in all, at most 30), in ms."""
+def timed_ms(step: Callable[[], None], device: torch.device, repeats: int) -> float:
+    """Best of `repeats` calls of `step`, in ms (CUDA: CUDA events around each call)."""
     times: list[float] = []
-    while len(times) < repeats or (sum(times) < 2000 and len(times) < 30):
+    while len(times) < repeats:
         if device.type == "cuda":
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
@@ -154,8 +158,8 @@ def _measure(loss: str, impl: str, n: int, k: int, device_name: str, repeats: in
     try:
         # A tiny step first, so one-time costs (thread pools, autograd engine, kernel caches)
         # count neither in the time nor in the peak memory.
-        _make_step(loss, impl, 8, 64, device)()
-        step = _make_step(loss, impl, n, k, device)
+        make_loss_step(loss, impl, 8, 64, device)()
+        step = make_loss_step(loss, impl, n, k, device)
     except ImportError as error:
         return {"skip": str(error)}
     if device.type == "cuda":
@@ -172,11 +176,14 @@ def _measure(loss: str, impl: str, n: int, k: int, device_name: str, repeats: in
     else:
         step()
         peak = -1
-    return {"ms": _timed(step, device, repeats), "peak_mb": peak / 2**20 if peak >= 0 else None}
+    return {"ms": timed_ms(step, device, repeats), "peak_mb": peak / 2**20 if peak >= 0 else None}
 
 
-def _run_cell(loss: str, impl: str, n: int, k: int, device: str, repeats: int) -> dict:
+def _run_cell(
+    loss: str, impl: str, n: int, k: int, device: str, repeats: int, threads: int
+) -> dict:
     command = [sys.executable, __file__, "--cell", loss, impl, str(n), str(k), device, str(repeats)]
+    command += ["--threads", str(threads)]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         return {"skip": f"failed: {result.stderr.strip().splitlines()[-1:]}"}
@@ -193,27 +200,36 @@ def _format(cell: dict) -> tuple[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="N=256, K=4096, 1 repeat")
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="timed calls per cell, the same for every cell"
+    )
     parser.add_argument("--device", choices=("all", "cpu", "cuda"), default="all")
     parser.add_argument("--losses", nargs="+", choices=LOSSES, default=list(LOSSES))
     parser.add_argument("--cell", nargs=6, help=argparse.SUPPRESS)
+    add_threads_option(parser)
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    threads = apply_threads(args.threads)
     if args.cell:
         loss, impl, n, k, device, repeats = args.cell
         print(json.dumps(_measure(loss, impl, int(n), int(k), device, int(repeats))))
         return
 
-    sizes, queue_size, repeats = ((256,), 4096, 1) if args.quick else ((256, 1024, 4096), 65536, 3)
+    sizes, queue_size = ((256,), 4096) if args.quick else ((256, 1024, 4096), 65536)
+    repeats = 1 if args.quick else args.repeats
     devices = []
     if args.device in ("all", "cpu"):
         devices.append("cpu")
     if args.device in ("all", "cuda") and torch.cuda.is_available():
         devices.append("cuda")
     print(
-        f"torch {torch.__version__}, D={DIM}, MoCo/ISD queue K={queue_size}, best of >= {repeats}"
+        f"torch {torch.__version__}, torch threads {threads}, D={DIM}, MoCo/ISD queue "
+        f"K={queue_size}, best of {repeats} calls in every cell"
     )
     for device in devices:
         if device == "cpu":
-            where = f"{cpu_name()}, {torch.get_num_threads()} threads"
+            where = f"{cpu_name()}, {threads} threads"
         else:
             where = torch.cuda.get_device_name()
         print(f"\n{device}: {where}")
@@ -224,7 +240,8 @@ def main() -> None:
         for loss in args.losses:
             for n in sizes:
                 cells = {
-                    i: _run_cell(loss, i, n, queue_size, device, repeats) for i in IMPLEMENTATIONS
+                    i: _run_cell(loss, i, n, queue_size, device, repeats, threads)
+                    for i in IMPLEMENTATIONS
                 }
                 ours, theirs = cells["contrastkit"], cells["lightly"]
                 speedup = "-"

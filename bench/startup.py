@@ -4,10 +4,12 @@ real command in a fresh interpreter, --repeat times.
 
 start-up: from starting the process to the first row of metrics.csv (imports, reading the data,
 building the model, the first step); total: until the process exits. The table also gives the
-import of the pretrain task alone. OMP_NUM_THREADS is --threads (1 by default, as the README's
-run: on a busy machine torch's OpenMP threads spin in barriers). No assertions on time.
+import of the pretrain task alone. OMP_NUM_THREADS is --threads (default: all cores, as every
+bench; the README's smoke-run numbers use --threads 1: on a busy machine torch's OpenMP threads
+spin in barriers). No assertions on time.
 
     python bench/startup.py                      # 3 runs
+    python bench/startup.py --threads 1          # the README's setting
     python bench/startup.py --cpus 0,1 --repeat 5   # pinned to two cores
 """
 
@@ -23,7 +25,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from _machine import machine_line  # bench/ is on sys.path when a script runs
+from _machine import add_threads_option, machine_line  # bench/ is on sys.path
 
 REPO = Path(__file__).resolve().parents[1]
 PRETRAIN = REPO / "packages" / "pipelines" / "pretrain.py"
@@ -86,10 +88,12 @@ def time_import(env: dict[str, str], cpus: set[int] | None) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=3, help="runs (median reported)")
-    parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of the run")
     parser.add_argument("--cpus", default=None, help="pin the runs to these CPUs, e.g. 0,1")
     parser.add_argument("--data-dir", type=Path, default=CIFAR_DIR)
+    add_threads_option(parser, "torch threads of every run (OMP_NUM_THREADS)")
     args = parser.parse_args()
+    if args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
     if not (args.data_dir / "cifar10_train_1.npz").is_file():
         raise SystemExit(f"CIFAR-10 npz files not found in {args.data_dir} (pass --data-dir)")
     cpus = {int(c) for c in args.cpus.split(",")} if args.cpus else None
