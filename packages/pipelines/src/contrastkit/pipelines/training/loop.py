@@ -123,9 +123,8 @@ def run_training(
             check_same_steps_per_epoch(checkpoint, meta, steps_per_epoch)
             if int(meta["step"]) >= steps_per_epoch * config.train.epochs:
                 return _already_finished(checkpoint, meta, run_dir, is_main)
-        run, position = _prepare(
-            config, task, accelerator, run_dir, data, checkpoint, meta, steps_per_epoch
-        )
+        inputs = (config, task, accelerator, run_dir, data, checkpoint, meta, steps_per_epoch)
+        run, position = _prepare(*inputs)
         return _train(run, position, stop)
 
 
@@ -285,8 +284,7 @@ def _steps(run: _Run, start: Position, stop: StopRequest, bar: tqdm) -> Training
             end_of_epoch = batch_index + 1 == run.batches_used
             log_due = run.step % train.log_every == 0
             periodic = bool(train.checkpoint_every) and run.step % train.checkpoint_every == 0
-            # Every process stops after the same step. Between these sync points a step reads
-            # nothing back from the device and makes no collective of its own.
+            # All stop after the same step; other steps read nothing back and make no collective.
             reason = stop.agreed(sync_point=log_due or end_of_epoch or periodic)
 
             # -------------------------------------------- epoch end, metrics row, checkpoint
