@@ -9,12 +9,20 @@ from __future__ import annotations
 import difflib
 import inspect
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from contrastkit.backbones.imix_mlp import COVTYPE_INPUT_GROUPS, IMixMLP5
 from contrastkit.backbones.mlp import TabularMLP
+from contrastkit.backbones.pretrained import (
+    EXPORT_CONFIG_FILE,
+    WEIGHT_SOURCE_KWARGS,
+    load_backbone_weights,
+    read_export_config,
+    resolve_weights_path,
+)
 from contrastkit.backbones.resnet import CifarResNet, MyResNet
 from contrastkit.backbones.timm_backbone import TimmBackbone, timm_name_suggestions
 
@@ -130,13 +138,21 @@ def create_backbone(name: str, **kwargs: Any) -> nn.Module:
         "timm:<model name>": TimmBackbone. cifar_stem=False, pretrained=False,
             pretrained_path=None, in_channels=3, model_kwargs=None.
 
+    Every name also takes pretrained_path=None: weights to load into the new backbone, a state
+    dict file (`.safetensors`, or `torch.save` such as a checkpoint's backbone.pt) or an export
+    folder of `contrastkit-export --format safetensors` (its model.safetensors, checked against
+    the size and SHA-256 its config.json records). The keys and shapes must be exactly the
+    backbone's; timm backbones are more lenient (their classifier and, with cifar_stem=True, an
+    ImageNet stem are ignored: see TimmBackbone).
+
     Image backbones take (N, in_channels, H, W) floats; the TABULAR_BACKBONE_NAMES ("mlp",
     "imix_mlp5") take (N, in_features) floats.
     The module has an int attribute `num_features`.
 
     Raises:
         ValueError: unknown name (the message lists valid names and close matches), a keyword
-            argument the family does not take, or an invalid value.
+            argument the family does not take, an invalid value, or weights that do not fit (one
+            line naming the missing and unexpected keys and the shape mismatches).
     """
     check_backbone_name(name)
     if name.startswith(TIMM_PREFIX):
@@ -145,11 +161,46 @@ def create_backbone(name: str, **kwargs: Any) -> nn.Module:
         positional: tuple[Any, ...] = (name[len(TIMM_PREFIX) :],)
     else:
         builder = _BUILDERS[name]
-        allowed = list(inspect.signature(builder).parameters)
+        allowed = [*inspect.signature(builder).parameters, "pretrained_path"]
         positional = ()
     unknown = sorted(set(kwargs) - set(allowed))
     if unknown:
         raise ValueError(
             f"backbone {name!r} does not take keyword argument(s) {unknown}; it takes {allowed}"
         )
-    return builder(*positional, **kwargs)
+    if name.startswith(TIMM_PREFIX):
+        return builder(*positional, **kwargs)
+    pretrained_path = kwargs.pop("pretrained_path", None)
+    backbone = builder(**kwargs)
+    if pretrained_path is not None:
+        load_backbone_weights(backbone, pretrained_path, f"backbone {name!r} with kwargs {kwargs}")
+    return backbone
+
+
+def load_exported_backbone(path: str | Path) -> nn.Module:
+    """The backbone of an export folder (`contrastkit-export --format safetensors` or `timm`), or
+    of the weights file inside one: `create_backbone(backbone.name, **backbone.kwargs,
+    pretrained_path=...)` with the name and arguments its config.json records.
+
+    Returned in training mode, like every new module: call `.eval()` before extracting features.
+    Input and output as `create_backbone` says; config.json's `input` holds the size and the
+    normalization the backbone was trained with.
+
+    Raises:
+        ValueError: `path` is not such a folder or file, its config.json names no backbone, or
+            the weights are damaged or do not fit (one line each).
+    """
+    file = resolve_weights_path(path)
+    config = read_export_config(file.parent) or {}
+    backbone = config.get("backbone")
+    if not isinstance(backbone, dict) or not isinstance(backbone.get("name"), str):
+        raise ValueError(
+            f"{str(file.parent / EXPORT_CONFIG_FILE)!r} does not name a backbone (backbone.name); "
+            "pass the weights to create_backbone(name, pretrained_path=...) instead"
+        )
+    kwargs = {
+        key: value
+        for key, value in dict(backbone.get("kwargs") or {}).items()
+        if key not in WEIGHT_SOURCE_KWARGS
+    }
+    return create_backbone(backbone["name"], **kwargs, pretrained_path=file)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from contrastkit.backbones._checks import check_bool, check_image_input, check_positive_int
+from contrastkit.backbones.pretrained import describe_mismatch, resolve_weights_path
 
 # Arguments TimmBackbone sets itself; passing them through model_kwargs would contradict it.
 _RESERVED_MODEL_KWARGS = ("num_classes", "pretrained", "in_chans", "pretrained_cfg_overlay")
@@ -55,11 +56,12 @@ class TimmBackbone(nn.Module):
             (`HF_HUB_OFFLINE=1` makes timm use the cache only).
         pretrained_path: load weights from a local file instead: a state_dict saved with
             `torch.save` or as `.safetensors` (read with `timm.models.load_state_dict`, which
-            also unwraps "state_dict"/"model" checkpoints and a "module." prefix). Keys may be
-            those of the timm model or of a TimmBackbone ("model." prefix). The classifier's
-            keys are ignored; with `cifar_stem=True` a conv1 weight of the original shape is
-            ignored too (see above). Any other missing, unexpected or mis-shaped key raises
-            ValueError.
+            also unwraps "state_dict"/"model" checkpoints and a "module." prefix), or an export
+            folder of `contrastkit-export` (format safetensors or timm: its model.safetensors,
+            checked against the size and SHA-256 its config.json records). Keys may be those of
+            the timm model or of a TimmBackbone ("model." prefix). The classifier's keys are
+            ignored; with `cifar_stem=True` a conv1 weight of the original shape is ignored too
+            (see above). Any other missing, unexpected or mis-shaped key raises ValueError.
         in_channels: input channels (timm's `in_chans`).
         model_kwargs: further keyword arguments for `timm.create_model`
             (e.g. {"drop_path_rate": 0.1}, or {"img_size": 32} for a ViT).
@@ -96,8 +98,8 @@ class TimmBackbone(nn.Module):
                 "give either pretrained=True (timm's hub/cache) or pretrained_path, not both; "
                 f"got pretrained=True and pretrained_path={str(pretrained_path)!r}"
             )
-        if pretrained_path is not None and not Path(pretrained_path).is_file():
-            raise ValueError(f"pretrained_path {str(pretrained_path)!r} is not an existing file")
+        if pretrained_path is not None:
+            pretrained_path = resolve_weights_path(pretrained_path)  # a folder: its weights
         extra = dict(model_kwargs or {})
         reserved = sorted(set(extra) & set(_RESERVED_MODEL_KWARGS))
         if reserved:
@@ -184,18 +186,10 @@ def _load_local_weights(model: nn.Module, model_name: str, path: Path, cifar_ste
     if cifar_stem and stem is not None and stem.shape != target["conv1.weight"].shape:
         del state["conv1.weight"]  # the 7x7 ImageNet stem: replaced by the fresh 3x3 one
 
-    missing = sorted(set(target) - set(state) - ({"conv1.weight"} if cifar_stem else set()))
-    unexpected = sorted(set(state) - set(target))
-    mismatched = [
-        f"{k}: file {tuple(v.shape)} vs model {tuple(target[k].shape)}"
-        for k, v in state.items()
-        if k in target and v.shape != target[k].shape
-    ]
-    if missing or unexpected or mismatched:
+    fresh_stem = frozenset({"conv1.weight"} if cifar_stem else ())
+    problems = describe_mismatch(target, state, ignore_missing=fresh_stem)
+    if problems:
         raise ValueError(
-            f"pretrained_path {str(path)!r} does not fit timm model {model_name!r}: "
-            f"missing keys {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-            f"unexpected keys {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}, "
-            f"shape mismatches {mismatched[:5]}{'...' if len(mismatched) > 5 else ''}"
+            f"pretrained_path {str(path)!r} does not fit timm model {model_name!r}: {problems}"
         )
     model.load_state_dict(state, strict=False)

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         load_checkpoint,
         train_linear_probe,
     )
+    from contrastkit.pipelines.export import export_backbone
     from contrastkit.pipelines.joint import run_joint
     from contrastkit.pipelines.methods import (
         METHODS,
@@ -67,6 +68,7 @@ _HOMES = {
     "knn_accuracy": "contrastkit.pipelines.evaluation",
     "load_checkpoint": "contrastkit.pipelines.evaluation",
     "train_linear_probe": "contrastkit.pipelines.evaluation",
+    "export_backbone": "contrastkit.pipelines.export",
     "run_joint": "contrastkit.pipelines.joint",
     "METHODS": "contrastkit.pipelines.methods",
     "MethodOutput": "contrastkit.pipelines.methods",
@@ -109,6 +111,7 @@ __all__ = [
     "build_method",
     "config_from_dict",
     "config_to_dict",
+    "export_backbone",
     "extract_features",
     "knn_accuracy",
     "load_checkpoint",

@@ -348,7 +348,7 @@ def run_probe(
                 data.transform, dataset=data.name, data_dir=data.data_dir,
                 view_dataset=data.view_dataset, seed=args.seed,
                 mixed_precision=str(accelerator.mixed_precision), progress=not args.no_progress,
-                cache_dir=cache_dir,
+                cache_dir=cache_dir, weights_file=checkpoint.weights,
             )  # fmt: skip
     accelerator.wait_for_everyone()
 

@@ -128,21 +128,23 @@ def checkpoint_features(
     mixed_precision: str,
     progress: bool = False,
     cache_dir: Path | None = None,
+    weights_file: Path | None = None,
 ) -> dict[str, Tensor]:
     """split -> (N, D) float32 CPU features of the checkpoint's backbone, through its cache.
 
     Each split's cache is `feature_cache_path(cache_dir, dataset, split, subset, seed)` (names
     prefixed with the weights' sha256 outside the checkpoint folder), keyed (`cache_key`) with
-    the sha256 of the folder's backbone.pt.
+    the sha256 of the folder's backbone.pt (or of `weights_file`, an export's model.safetensors).
 
     Args:
         backbone: the checkpoint's backbone, on the device to run it on.
         splits: split name -> (its data, the --train/--test-subset size it was drawn with or None).
         cache_dir: the folder the caches go in (default: the checkpoint folder).
+        weights_file: the file of the backbone's weights (default: checkpoint_dir/backbone.pt).
         transform: the identity view of a batch (`features.identity_transform`).
         dataset, data_dir, view_dataset, mixed_precision: what else shapes the features (the key).
     """
-    fingerprint = file_sha256(Path(checkpoint_dir) / BACKBONE_FILE)
+    fingerprint = file_sha256(weights_file or Path(checkpoint_dir) / BACKBONE_FILE)
     features: dict[str, Tensor] = {}
     for split, (data, subset) in splits.items():
         key = cache_key(

@@ -1,6 +1,6 @@
-"""Reading a pretrained backbone back: a pretrain (or joint) run directory or one checkpoint folder,
-its config.yaml and meta.json, the backbone rebuilt with backbone.pt's weights, and whether a
-dataset's inputs can go through it.
+"""Reading a pretrained backbone back: a pretrain (or joint) run directory, one checkpoint folder or
+an export folder (`contrastkit-export --format safetensors`), its config and meta, the backbone
+rebuilt with its weights, and whether a dataset's inputs can go through it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
 
-from contrastkit.backbones import create_backbone
+from contrastkit.backbones import (
+    EXPORT_CONFIG_FILE,
+    EXPORT_WEIGHTS_FILE,
+    WEIGHT_SOURCE_KWARGS,
+    create_backbone,
+    read_export_config,
+    resolve_weights_path,
+)
 from contrastkit.pipelines.checkpoint import read_meta, resolve_checkpoint
 from contrastkit.pipelines.checkpoint_integrity import load_torch_file, verify_checkpoint
 from contrastkit.pipelines.config import read_config_file
@@ -31,26 +38,37 @@ if TYPE_CHECKING:
 
 # What --checkpoint must name; every error about a checkpoint path repeats it.
 CHECKPOINT_EXPECTED = (
-    f"a pretrain run directory holding {CHECKPOINT_PREFIX}<step>/ folders, or one checkpoint "
-    f"folder holding {BACKBONE_FILE}, {CONFIG_FILE} and {META_FILE}"
+    f"a pretrain run directory holding {CHECKPOINT_PREFIX}<step>/ folders, one checkpoint "
+    f"folder holding {BACKBONE_FILE}, {CONFIG_FILE} and {META_FILE}, or an export folder holding "
+    f"{EXPORT_WEIGHTS_FILE} and {EXPORT_CONFIG_FILE} (contrastkit-export --format safetensors)"
 )
+# Export formats whose folder holds weights the probe can load (torchscript holds a program).
+PROBE_EXPORT_FORMATS = ("safetensors", "timm")
 
 
 @dataclass
 class PretrainedCheckpoint:
-    """One pretrain checkpoint folder: its resolved config (a plain dict) and meta.json.
+    """One pretrain checkpoint folder (or export folder): its resolved config (a plain dict) and
+    meta.json (an export's config.json holds both, as `training_config` and `checkpoint_meta`).
 
     Only these config keys are read: model.backbone, model.backbone_kwargs, model.projection_*,
     model.channels_last, method.name, data.dataset, data.data_dir, data.image_size,
     data.tabular_options, train.epochs.
+    weights_file: the export's weights; None for a checkpoint folder (its backbone.pt).
     """
 
     path: Path
     config: dict[str, Any]
     meta: dict[str, Any]
+    weights_file: Path | None = None
+
+    @property
+    def weights(self) -> Path:
+        """The file holding the backbone's weights: backbone.pt, or an export's model.safetensors."""
+        return self.weights_file or self.path / BACKBONE_FILE
 
     def get(self, section: str, key: str, default: Any = None) -> Any:
-        """config[section][key], or `default` when either is missing."""
+        """`config[section][key]`, or `default` when either is missing."""
         values = self.config.get(section) or {}
         return values.get(key, default) if isinstance(values, dict) else default
 
@@ -146,13 +164,59 @@ def find_checkpoint(path: str | Path) -> Path:
     return folder
 
 
+def is_export_folder(path: str | Path) -> bool:
+    """A folder holding an export's config.json and no meta.json (a checkpoint folder has one)."""
+    path = Path(path).expanduser()
+    return (path / EXPORT_CONFIG_FILE).is_file() and not (path / META_FILE).exists()
+
+
 def load_checkpoint(path: str | Path) -> PretrainedCheckpoint:
-    """Resolve `path` (run directory or checkpoint folder) and read its config.yaml and meta.json.
+    """Resolve `path` (run directory, checkpoint folder or export folder) and read its config and
+    meta (`read_checkpoint_folder`, `read_export_folder`)."""
+    if is_export_folder(path):
+        return read_export_folder(path)
+    return read_checkpoint_folder(find_checkpoint(path))
+
+
+def read_export_folder(path: str | Path) -> PretrainedCheckpoint:
+    """The run config and checkpoint meta an export's config.json carries, with its weights file
+    checked against the size and SHA-256 recorded there (ValueError naming the file otherwise).
+
+    The backbone's arguments are the export's (`backbone.kwargs`: without pretrained /
+    pretrained_path, which said where the run's initial weights came from).
+    """
+    folder = Path(path).expanduser()
+    export = read_export_config(folder) or {}
+    source = f"{str(folder / EXPORT_CONFIG_FILE)!r}"
+    if export.get("format") not in PROBE_EXPORT_FORMATS:
+        raise ValueError(
+            f"--checkpoint {str(folder)!r} is a {export.get('format')!r} export; the probe reads "
+            f"{' or '.join(PROBE_EXPORT_FORMATS)} exports (contrastkit-export --format safetensors)"
+        )
+    config, meta = export.get("training_config"), export.get("checkpoint_meta")
+    backbone = export.get("backbone")
+    if not (isinstance(config, dict) and isinstance(meta, dict) and isinstance(backbone, dict)):
+        raise ValueError(
+            f"{source} lacks training_config, checkpoint_meta or backbone: not an export of "
+            "contrastkit-export"
+        )
+    model = dict(config.get("model") or {})
+    model["backbone_kwargs"] = dict(backbone.get("kwargs") or {})
+    checkpoint = PretrainedCheckpoint(
+        folder, {**config, "model": model}, meta, weights_file=resolve_weights_path(folder)
+    )
+    for section, key in (("model", "backbone"), ("data", "dataset")):
+        if not checkpoint.get(section, key):
+            raise ValueError(f"{source} has no training_config {section}.{key}")
+    return checkpoint
+
+
+def read_checkpoint_folder(folder: Path) -> PretrainedCheckpoint:
+    """The config.yaml and meta.json of one checkpoint folder.
 
     config.yaml and backbone.pt are checked against the sizes and SHA-256 sums meta.json records
     (when it records them): ValueError naming the file and the problem otherwise.
     """
-    folder = find_checkpoint(path)
     problems = verify_checkpoint(folder, names=(CONFIG_FILE, BACKBONE_FILE))
     if problems:
         raise ValueError(
@@ -170,8 +234,22 @@ def load_checkpoint(path: str | Path) -> PretrainedCheckpoint:
 
 
 def build_backbone(checkpoint: PretrainedCheckpoint) -> nn.Module:
-    """create_backbone(model.backbone, **model.backbone_kwargs) with backbone.pt loaded, on the CPU."""
-    backbone = create_backbone(checkpoint.backbone_name, **checkpoint.backbone_kwargs)
+    """create_backbone(model.backbone, **model.backbone_kwargs) with the checkpoint's weights
+    (backbone.pt, or an export's model.safetensors) loaded, on the CPU.
+
+    pretrained / pretrained_path in the kwargs are left out: they said where the run's initial
+    weights came from, and the saved weights replace every one of them.
+    """
+    kwargs = {
+        key: value
+        for key, value in checkpoint.backbone_kwargs.items()
+        if key not in WEIGHT_SOURCE_KWARGS
+    }
+    if checkpoint.weights_file is not None:
+        return create_backbone(
+            checkpoint.backbone_name, **kwargs, pretrained_path=checkpoint.weights_file
+        )
+    backbone = create_backbone(checkpoint.backbone_name, **kwargs)
     file = checkpoint.path / BACKBONE_FILE
     state = load_torch_file(file)  # ValueError naming the file when it is empty or damaged
     if not isinstance(state, dict):
