@@ -1,4 +1,4 @@
-"""Test sessions: one per package (installed alone), plus lint and integration.
+"""Test sessions: one per package (installed alone), plus lint, docs and integration.
 
 `nox` runs them all; `nox -s objectives` runs one. Each package session builds a fresh
 virtualenv, installs only that package (and the sibling packages it declares), proves that
@@ -13,7 +13,15 @@ from collections.abc import Callable
 
 import nox
 
-nox.options.sessions = ["lint", "objectives", "augment", "backbones", "pipelines", "integration"]
+nox.options.sessions = [
+    "lint",
+    "docs",
+    "objectives",
+    "augment",
+    "backbones",
+    "pipelines",
+    "integration",
+]
 
 # torch builds that lie on this machine's disk: 2.13.0 is a 190 MB CPU wheel (our oldest
 # supported torch); 2.14.1 is the newest allowed, and the only one torchvision pairs with here.
@@ -117,3 +125,22 @@ def lint(session: nox.Session) -> None:
     session.install("ruff==0.17.6")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site: `mkdocs build --strict` into site/ (not committed), so every
+    link, every API reference and every generated page must resolve.
+
+    Installs docs/requirements.txt only: mkdocstrings reads the packages' sources statically and
+    the site's hook imports just the torch-free config package from packages/pipelines/src, so
+    the session proves torch is not needed. The examples on the pages run in `integration`
+    (tests/test_docs_examples.py).
+    """
+
+    def body() -> None:
+        session.install("-r", "docs/requirements.txt")
+        session.run("python", "-c", _ABSENT_CHECK, "torch", "contrastkit")
+        session.run("mkdocs", "build", "--strict", env={"NO_MKDOCS_2_WARNING": "1"})
+
+    _then_free_disk(session, body)
