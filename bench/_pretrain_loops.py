@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
 from contrastkit.pipelines.data import InMemoryDataset
+from contrastkit.pipelines.training.running_sums import RunningSums
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
@@ -36,41 +37,48 @@ CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 StepFunction = Callable[[Any, int], tuple[Mapping[str, Tensor], Tensor]]
 
 
+class _OneProcess:
+    """What RunningSums asks of an Accelerator, for one process: the mean over processes is the
+    tensor itself."""
+
+    @staticmethod
+    def reduce(tensor: Tensor, reduction: str = "mean") -> Tensor:
+        return tensor
+
+
 class LogWindow:
-    """The pipeline's per-step logging work (training/running_sums.py and the loop's non-finite
-    flag): each step stacks the logged 0-dim tensors, adds them to the window's and the epoch's
-    sums and or-s the loss's non-finiteness into a flag, all on the device; `read` is a metrics
-    row: the window's means on the host (the one device sync), then an empty window."""
+    """The pipeline's per-step logging work: `training.running_sums.RunningSums` itself (each
+    step's logged 0-dim tensors stacked and added to the window's and the epoch's sums on the
+    device) and the loop's non-finite flag; `read` is a metrics row: the window's means on the
+    host (the one device sync), then an empty window."""
 
     def __init__(self) -> None:
-        self.window: Tensor | None = None  # (K,) float32 sums over the window
-        self.epoch_sums: Tensor | None = None  # (K,) float32 sums over the epoch
+        self.sums = RunningSums()
         self.nonfinite: Tensor | None = None  # () bool
-        self.steps = 0
+
+    @property
+    def steps(self) -> int:
+        """Steps in the current window."""
+        return self.sums.steps_in_log
 
     def add(self, logged: Mapping[str, Tensor], loss: Tensor) -> None:
-        values = torch.stack([value.detach().float() for value in logged.values()])
-        if self.window is None or self.epoch_sums is None or self.nonfinite is None:
-            self.window, self.epoch_sums = torch.zeros_like(values), torch.zeros_like(values)
-            self.nonfinite = torch.zeros((), dtype=torch.bool, device=values.device)
-        self.window += values
-        self.epoch_sums += values
+        self.sums.add(logged, grad_accum=1)
+        self.sums.step_done()
+        if self.nonfinite is None:
+            self.nonfinite = torch.zeros((), dtype=torch.bool, device=loss.device)
         self.nonfinite |= ~torch.isfinite(loss.detach())
-        self.steps += 1
 
     def read_epoch(self, steps: int) -> list[float]:
         """The epoch's means over its `steps` steps (a device sync), as the pipeline's epoch end."""
-        assert self.epoch_sums is not None
-        return (self.epoch_sums / steps).tolist()
+        return list(self.sums.epoch_means(_OneProcess(), steps).values())  # type: ignore[arg-type]
 
     def read(self) -> list[float]:
         """The window's means (a device sync); raises FloatingPointError if one is not finite."""
-        assert self.window is not None and self.steps > 0
-        means = (self.window / self.steps).tolist()
+        assert self.steps > 0
+        means = list(self.sums.window_means(_OneProcess()).values())  # type: ignore[arg-type]
         if not all(math.isfinite(value) for value in means):
             raise FloatingPointError(f"a logged value is not finite: {means}")
-        self.window.zero_()
-        self.steps = 0
+        self.sums.start_window()
         return means
 
 
