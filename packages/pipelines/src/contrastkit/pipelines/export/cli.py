@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
 
+from contrastkit.pipelines.cli_errors import OneLineParser, one_line_reason
 from contrastkit.pipelines.export import EXPORT_FORMATS, check_format
 
 PROG = "contrastkit-export"
@@ -32,13 +32,6 @@ formats:
 exit status: 0 written; 2 bad input (one line says what)."""
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """argparse, except that a usage error is one line `contrastkit-export: error: ...` (exit 2)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_BAD_INPUT, f"{PROG}: error: {message} (see {PROG} --help)\n")
-
-
 def _step(text: str) -> int:
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"expected a checkpoint step (an int >= 0), got {text!r}")
@@ -47,7 +40,7 @@ def _step(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The `contrastkit-export` parser."""
-    parser = _OneLineParser(
+    parser = OneLineParser(
         prog=PROG,
         description="Export the pretrained backbone of a pretrain or joint run folder as "
         "safetensors (+ config.json + README.md), a timm state dict, or TorchScript.",
@@ -78,12 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.run_dir, args.export_format, args.output_dir, checkpoint_step=args.checkpoint
         )
     except (ValueError, OSError) as error:  # FileNotFoundError too; an OSError names its path
-        if isinstance(error, OSError) and error.errno:
-            from contrastkit.pipelines.preflight import describe_os_error
-
-            error = describe_os_error(error)
-        reason = " ".join(str(error).split())  # one line, whatever the message held
-        print(f"{PROG}: error: {reason}", file=sys.stderr)
+        print(f"{PROG}: error: {one_line_reason(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(
         f"{PROG}: wrote {result.export_format} export of {result.checkpoint} (step {result.step}) "

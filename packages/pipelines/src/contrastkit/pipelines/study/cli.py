@@ -14,7 +14,9 @@ import contextlib
 import signal
 import sys
 from collections.abc import Iterator, Sequence
-from typing import Any, NoReturn
+from typing import Any
+
+from contrastkit.pipelines.cli_errors import OneLineParser, one_line_reason
 
 PROG = "contrastkit-study"
 EXIT_OK, EXIT_DIVERGED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -35,13 +37,6 @@ printed); 1 a loss became NaN or infinite; 2 bad input (one line says what); 130
 Ctrl-C, SIGTERM or SIGHUP outside a training (while estimating, probing or reporting)."""
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """argparse, except that a usage error is one line `contrastkit-study: error: ...` (exit 2)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_BAD_INPUT, f"{PROG}: error: {message} (see {PROG} --help)\n")
-
-
 def _names(text: str) -> list[str]:
     names = [name.strip() for name in text.split(",")]
     if not all(names):
@@ -60,7 +55,7 @@ def _seeds(text: str) -> list[int]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The `contrastkit-study` parser: the sub-commands run, list and report."""
-    parser = _OneLineParser(
+    parser = OneLineParser(
         prog=PROG,
         description="Reproduction studies: rerun a paper's grid of cells and seeds at the "
         "paper's scale (gpu) or scaled down (cpu), and report against the published numbers.",
@@ -130,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: stopped: {error}", file=sys.stderr)
         return EXIT_DIVERGED
     except (ValueError, OSError) as error:
-        print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
+        print(f"{PROG}: error: {one_line_reason(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt as stop:
         again = f"; continue with: {command}" if command else ""
@@ -138,14 +133,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: interrupted{by}{again}", file=sys.stderr)
         return EXIT_INTERRUPTED
     return EXIT_OK
-
-
-def _one_line(error: BaseException) -> str:
-    if isinstance(error, OSError) and error.errno is not None:
-        from contrastkit.pipelines.preflight import describe_os_error
-
-        return describe_os_error(error)
-    return " ".join(str(error).split())
 
 
 def _list() -> None:
