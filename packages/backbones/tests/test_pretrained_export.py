@@ -20,6 +20,7 @@ from contrastkit.backbones import (
     describe_mismatch,
     load_exported_backbone,
     read_state_dict,
+    unwrap_state_dict,
 )
 
 FAMILIES: list[tuple[str, dict[str, Any], tuple[int, ...]]] = [
@@ -180,3 +181,14 @@ def test_no_timm_resnet_stem_keeps_the_resolution(stem_type: str, replace_stem_p
         theirs = timm_model.maxpool(timm_model.act1(timm_model.bn1(timm_model.conv1(images))))
         mine = ours.relu(ours.bn1(ours.conv1(images)))
     assert tuple(theirs.shape[-2:]) == (8, 8) and tuple(mine.shape[-2:]) == (32, 32)
+
+
+def test_unwrap_state_dict_drops_a_prefix_only_when_every_key_has_it() -> None:
+    weight, bias = torch.ones(2), torch.zeros(2)
+    compiled = {"_orig_mod.fc.weight": weight, "_orig_mod.fc.bias": bias}
+    assert unwrap_state_dict(compiled) == {"fc.weight": weight, "fc.bias": bias}
+    ddp_of_compiled = {"_orig_mod.module.fc.weight": weight}
+    assert unwrap_state_dict(ddp_of_compiled) == {"fc.weight": weight}
+    mixed = {"module.fc.weight": weight, "fc.bias": bias}
+    assert unwrap_state_dict(mixed) == mixed
+    assert unwrap_state_dict({}) == {}

@@ -27,6 +27,7 @@ from contrastkit.backbones.pretrained import (
     read_export_config,
     read_state_dict,
     resolve_weights_path,
+    unwrap_state_dict,
 )
 from contrastkit.backbones.resnet import CifarResNet, MyResNet
 from contrastkit.backbones.summary import ModelSummary, SummaryRow, model_summary
@@ -60,4 +61,5 @@ __all__ = [
     "read_export_config",
     "read_state_dict",
     "resolve_weights_path",
+    "unwrap_state_dict",
 ]

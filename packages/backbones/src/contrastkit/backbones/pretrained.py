@@ -139,11 +139,17 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             f"{str(path)!r} holds a {type(state).__name__}, not a state dict (a mapping of "
             "parameter names to tensors)"
         )
-    state = dict(state)
+    return unwrap_state_dict(dict(state))
+
+
+def unwrap_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state` (name -> tensor) without the prefix that a compiled (`_orig_mod.`) or DDP-wrapped
+    (`module.`) module puts on every key; keys without a prefix shared by all stay as they are."""
+    unwrapped = dict(state)
     for prefix in _WRAPPER_PREFIXES:
-        if state and all(key.startswith(prefix) for key in state):
-            state = {key[len(prefix) :]: value for key, value in state.items()}
-    return state
+        if unwrapped and all(key.startswith(prefix) for key in unwrapped):
+            unwrapped = {key[len(prefix) :]: value for key, value in unwrapped.items()}
+    return unwrapped
 
 
 def describe_mismatch(

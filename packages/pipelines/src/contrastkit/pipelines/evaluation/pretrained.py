@@ -21,6 +21,7 @@ from contrastkit.backbones import (
     create_backbone,
     read_export_config,
     resolve_weights_path,
+    unwrap_state_dict,
 )
 from contrastkit.pipelines.checkpoint import read_meta, resolve_checkpoint
 from contrastkit.pipelines.checkpoint_integrity import load_torch_file, verify_checkpoint
@@ -255,10 +256,7 @@ def build_backbone(checkpoint: PretrainedCheckpoint) -> nn.Module:
     if not isinstance(state, dict):
         raise ValueError(f"{file} must hold a state dict, got {type(state).__name__}")
     # A state dict saved from a compiled or DDP-wrapped module carries a prefix on every key.
-    for prefix in ("_orig_mod.", "module."):
-        if state and all(key.startswith(prefix) for key in state):
-            state = {key[len(prefix) :]: value for key, value in state.items()}
-    result = backbone.load_state_dict(state, strict=False)
+    result = backbone.load_state_dict(unwrap_state_dict(state), strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(
             f"{file} does not match model.backbone={checkpoint.backbone_name!r} with "
