@@ -38,6 +38,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from _machine import add_threads_option, apply_threads, cpu_name  # bench/ is on sys.path
+from _peak_memory import CPU_MEASURE, CUDA_MEASURE, PeakMemory
 
 LOSSES = ("nt_xent", "moco", "isd")
 IMPLEMENTATIONS = ("contrastkit", "plain", "lightly")
@@ -117,24 +118,6 @@ def make_loss_step(
     return lambda: isd_loss(a, b, memory.keys, ISD_STUDENT_T, ISD_TEACHER_T).backward()
 
 
-def _reset_peak_resident() -> bool:
-    """Reset the kernel's peak-RSS mark (VmHWM) to the current RSS (Linux >= 4.0)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as clear_refs:
-            clear_refs.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _status_bytes(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024  # reported in kB
-    raise OSError(f"{field} not in /proc/self/status")
-
-
 def timed_ms(step: Callable[[], None], device: torch.device, repeats: int) -> float:
     """Best of `repeats` calls of `step`, in ms (CUDA: CUDA events around each call)."""
     times: list[float] = []
@@ -162,21 +145,11 @@ def _measure(loss: str, impl: str, n: int, k: int, device_name: str, repeats: in
         step = make_loss_step(loss, impl, n, k, device)
     except ImportError as error:
         return {"skip": str(error)}
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
+    with PeakMemory(device) as peak:
         step()
-        torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated() - before
-    elif _reset_peak_resident():
-        before = _status_bytes("VmRSS")
-        step()
-        peak = _status_bytes("VmHWM") - before
-    else:
-        step()
-        peak = -1
-    return {"ms": timed_ms(step, device, repeats), "peak_mb": peak / 2**20 if peak >= 0 else None}
+    # Without a resettable peak (not Linux) the growth since start-up is no block's own peak.
+    exact = peak.measure in (CUDA_MEASURE, CPU_MEASURE)
+    return {"ms": timed_ms(step, device, repeats), "peak_mb": peak.mib if exact else None}
 
 
 def _run_cell(

@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from _peak_memory import PeakMemory  # bench/ is on sys.path (run.py)
 from augment import bench_torchvision_loader, best_seconds, kornia_simclr  # bench/augment.py
-from peak_memory import PeakMemory
 from settings import Settings
 
 from contrastkit.augment import make_views

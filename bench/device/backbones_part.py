@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from _peak_memory import PeakMemory  # bench/ is on sys.path (run.py)
 from backbones import Setting, time_setting  # bench/backbones.py
 from flops import utilisation
-from peak_memory import PeakMemory
 from settings import Settings
 
 LABELS = {"resnet18_cifar": "ResNet-18-CIFAR", "myresnet": "MyResNet"}

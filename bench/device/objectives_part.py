@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from _peak_memory import PeakMemory  # bench/ is on sys.path (run.py)
 from objectives import make_loss_step, timed_ms  # bench/objectives.py
-from peak_memory import PeakMemory
 from settings import Settings
 
 

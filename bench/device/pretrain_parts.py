@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from _peak_memory import PeakMemory  # bench/ is on sys.path (run.py)
 from _pretrain_cases import CASES, Timing, time_ours
 from _pretrain_loops import time_baseline, time_lightly_style
 from flops import utilisation
-from peak_memory import PeakMemory
 from settings import Settings
 
 

@@ -1,4 +1,5 @@
-"""Peak memory of one measured block: what it held at its peak beyond what was allocated before.
+"""Peak memory of one measured block: what it held at its peak beyond what was allocated before
+(bench/objectives.py and the device check's parts).
 
 CUDA: torch.cuda.max_memory_allocated() after reset_peak_memory_stats(), minus
 memory_allocated() at the start (tensors only, not the caching allocator's reserve). CPU (the dry
