@@ -1,7 +1,8 @@
 """A backbone pretrained with contrastkit leaves it: tiny real runs are exported, and the "Load it
 without contrastkit" code of each export's README.md runs, as written, in a fresh Python process
-where contrastkit cannot be imported (torch, safetensors, torchvision and timm only), giving the
-run's own features of the same inputs to 1e-6: safetensors through torchvision (MyResNet), timm
+where contrastkit cannot be imported (torch, safetensors, torchvision and timm only), after the
+export folders were moved and each block's one `folder = ...` line edited, giving the run's own
+features of the same inputs to 1e-6: safetensors through torchvision (MyResNet), timm
 (a `timm:` backbone) and plain torch (the tabular MLP), timm's own format, and TorchScript."""
 
 from __future__ import annotations
@@ -129,6 +130,15 @@ def test_exports_load_without_contrastkit(tmp_path: Path) -> None:
     assert "torch.nn.BatchNorm1d(16)" in blocks["mlp-safetensors"]  # plain torch, no import
     assert "torch.jit.load(" in blocks["myresnet-torchscript"]
 
+    # Each block names its folder in one line: moved elsewhere, that line's edit is all it needs.
+    (tmp_path / "exports").rename(tmp_path / "moved")
+    for name, code in blocks.items():
+        old = str(tmp_path / "exports" / name)
+        code, edits = re.subn(
+            r"^folder = .*$", f"folder = {str(tmp_path / 'moved' / name)!r}", code, flags=re.M
+        )
+        assert edits == 1 and old not in code, f"{name}: the folder is named outside its line"
+        blocks[name] = code
     (tmp_path / "blocks.json").write_text(json.dumps(blocks))
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     done = subprocess.run(

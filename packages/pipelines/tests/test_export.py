@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import subprocess
 import sys
@@ -225,6 +226,33 @@ def test_an_unfaithful_trace_falls_back_to_script_and_then_refuses(
     err = one_error_line(capsys, timm_run, "--format", "torchscript", "--output-dir", out)
     assert "no TorchScript program reproduces TimmBackbone (torch.jit.trace: broken)" in err
     assert not out.exists()  # the folder it created is removed again
+
+
+def test_the_cards_contrastkit_block_loads_the_run_after_a_move(timm_run: Path, tmp_path: Path):
+    """The "Load it with contrastkit" code runs as written once its one folder line names the
+    folder's new place, and gives the run's own features of the block's images."""
+    export_backbone(timm_run, "safetensors", tmp_path / "export")
+    card = (tmp_path / "export" / "README.md").read_text()
+    section = card.split("## Load it with contrastkit", 1)[1].split("\n## ", 1)[0]
+    (code,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    other_lines = [line for line in code.splitlines() if not line.startswith("folder = ")]
+    assert str(tmp_path / "export") not in "\n".join(other_lines)
+    (tmp_path / "export").rename(tmp_path / "moved")
+    code, edits = re.subn(
+        r"^folder = .*$", f"folder = {str(tmp_path / 'moved')!r}", code, flags=re.M
+    )
+    assert edits == 1
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "card block", "exec"), namespace)
+    mean, std = dataset_normalization("cifar10")
+    assert namespace["mean"].flatten().tolist() == pytest.approx(list(mean))
+    assert namespace["std"].flatten().tolist() == pytest.approx(list(std))
+    images = namespace["images"]
+    assert images.shape == (4, 3, 8, 8) and images.dtype == torch.uint8
+    expected = features(
+        run_backbone(timm_run), (images / 255 - namespace["mean"]) / namespace["std"]
+    )
+    torch.testing.assert_close(namespace["features"], expected, atol=TOLERANCE, rtol=0)
 
 
 @pytest.mark.parametrize("name", ["myresnet", "resnet18_cifar", "resnet34_cifar", "resnet50_cifar"])

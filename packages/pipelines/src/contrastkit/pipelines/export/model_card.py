@@ -52,6 +52,17 @@ def _features_lines(config: Mapping[str, Any]) -> str:
     )
 
 
+def _folder_line(folder: Path) -> str:
+    """The one line of each code block that names the export folder (the only absolute path in
+    the card's code, so a moved or downloaded folder needs one edit)."""
+    return f"folder = {str(folder)!r}  # this export folder: change it where you moved the folder\n"
+
+
+def _in_folder(name: str) -> str:
+    """Python for the path of the file `name` of the export folder, given `folder` as above."""
+    return 'f"{folder}/' + name + '"'
+
+
 def _call(name: str, kwargs: Mapping[str, Any]) -> str:
     args = "".join(f", {key}={value!r}" for key, value in kwargs.items())
     return f"{name!r}{args}"
@@ -64,9 +75,9 @@ def with_contrastkit(config: Mapping[str, Any], folder: Path) -> str:
     call = _call(backbone["name"], backbone["kwargs"])
     return _python(
         "import torch\n\nfrom contrastkit.backbones import load_exported_backbone\n\n"
-        f'backbone = load_exported_backbone("{folder}").eval()  # {backbone["class"]}\n'
-        f'# the same: create_backbone({call}, pretrained_path="{folder}")\n'
-        + _features_lines(config)
+        + _folder_line(folder)
+        + f"backbone = load_exported_backbone(folder).eval()  # {backbone['class']}\n"
+        f"# the same: create_backbone({call}, pretrained_path=folder)\n" + _features_lines(config)
     )
 
 
@@ -75,12 +86,12 @@ def _plain_safetensors(config: Mapping[str, Any], folder: Path, module: nn.Modul
     for a backbone that has no short plain definition (imix_mlp5)."""
     backbone, spec = config["backbone"], config["input"]
     name, kwargs = backbone["name"], backbone["kwargs"]
-    load = f'load_file("{folder}/{EXPORT_WEIGHTS_FILE}")'
+    load = f"load_file({_in_folder(EXPORT_WEIGHTS_FILE)})"
     if name in TORCHVISION_LAYOUT:
         block, layers = TORCHVISION_LAYOUT[name]
         return (
             "import torch\nfrom safetensors.torch import load_file\n"
-            f"from torchvision.models.resnet import {block}, ResNet\n\n"
+            f"from torchvision.models.resnet import {block}, ResNet\n\n{_folder_line(folder)}"
             f"backbone = ResNet({block}, {layers})  # torchvision's module names, with the CIFAR stem:\n"
             f"backbone.conv1 = torch.nn.Conv2d({spec['channels']}, 64, 3, 1, 1, bias=False)\n"
             "backbone.maxpool = torch.nn.Identity()\nbackbone.fc = torch.nn.Identity()\n"
@@ -91,7 +102,8 @@ def _plain_safetensors(config: Mapping[str, Any], folder: Path, module: nn.Modul
         if int(kwargs.get("in_channels", 3)) != 3:
             create["in_chans"] = int(kwargs["in_channels"])
         lines = [
-            "import timm\nimport torch\nfrom safetensors.torch import load_file\n",
+            "import timm\nimport torch\nfrom safetensors.torch import load_file\n\n"
+            + _folder_line(folder).rstrip("\n"),
             f"backbone = timm.create_model({_call(name[len(TIMM_PREFIX) :], create)}, num_classes=0)",
         ]
         if kwargs.get("cifar_stem"):
@@ -109,7 +121,8 @@ def _plain_safetensors(config: Mapping[str, Any], folder: Path, module: nn.Modul
     if name == "mlp":
         width, depth = int(module.num_features), len(module.layers) // 3
         return (
-            "import torch\nfrom safetensors.torch import load_file\n\nlayers = []\n"
+            "import torch\nfrom safetensors.torch import load_file\n\n"
+            f"{_folder_line(folder)}layers = []\n"
             f"for i in range({depth}):  # Linear (no bias) -> BatchNorm1d -> ReLU, {width} wide\n"
             f"    linear = torch.nn.Linear({module.in_features} if i == 0 else {width}, {width}, "
             "bias=False)\n"
@@ -125,7 +138,10 @@ def without_contrastkit(config: Mapping[str, Any], folder: Path, module: nn.Modu
     """The card's "Without contrastkit" section body for the export's format."""
     fmt = config["format"]
     if fmt == "torchscript":
-        code = f'import torch\n\nbackbone = torch.jit.load("{folder}/{TORCHSCRIPT_FILE}").eval()\n'
+        code = (
+            f"import torch\n\n{_folder_line(folder)}"
+            f"backbone = torch.jit.load({_in_folder(TORCHSCRIPT_FILE)}).eval()\n"
+        )
         note = (
             "Traced in eval mode (BatchNorm uses its running statistics whatever `.train()` "
             f"says) at input {config['input']['shape']}; any batch size works, other image sizes "
@@ -135,17 +151,17 @@ def without_contrastkit(config: Mapping[str, Any], folder: Path, module: nn.Modu
     if fmt == "timm":
         timm_args = dict(config["model_args"])
         call = _call(config["architecture"], {})
-        file = f"{folder}/{EXPORT_WEIGHTS_FILE}"
         extra = "".join(f", {k}={v!r}" for k, v in timm_args.items())
         code = (
-            "import timm\nimport torch\n\nbackbone = timm.create_model(\n"
-            f'    {call}, pretrained=True, pretrained_cfg_overlay=dict(file="{file}"), '
+            f"import timm\nimport torch\n\n{_folder_line(folder)}backbone = timm.create_model(\n"
+            f"    {call}, pretrained=True, "
+            f"pretrained_cfg_overlay=dict(file={_in_folder(EXPORT_WEIGHTS_FILE)}), "
             f"num_classes=0{extra}\n).eval()\n"
         )
         note = (
             "timm reads the weights with strict key matching (no missing or unexpected key). "
             "Its data config keeps the model's own mean and std: use those below (they are in "
-            f'config.json), or `timm.create_model("local-dir:{folder}", pretrained=True)`, '
+            'config.json), or `timm.create_model(f"local-dir:{folder}", pretrained=True)`, '
             "which reads them from this folder's config.json.\n"
         )
         return note + "\n" + _python(code + _features_lines(config))
@@ -225,7 +241,7 @@ def model_card(
     else:
         measured = (
             "No probe results of this checkpoint in the run folder: `contrastkit-probe "
-            f"--checkpoint {folder}` measures them.\n"
+            "--checkpoint DIR` (DIR: this folder) measures them.\n"
         )
     if knn is not None:
         measured += (
