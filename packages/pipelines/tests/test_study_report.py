@@ -66,6 +66,14 @@ deltas:
 """
 
 # (cell, seed, knn_top1, linear_top1, wall_s); joint_isd has seed 0 only (seeds 1, 2 missing).
+SUMMARY = """**myresnet + linear classifier**, input (1, 3, 16, 16)
+
+| Layer | Output shape | Parameters |
+| --- | --- | ---: |
+| backbone.conv1 | (1, 64, 16, 16) | 1,728 |
+| **Total** | | **4,977,226** (trainable 4,977,226) |
+"""
+
 ROWS = [
     ("npair", 0, "40.5", "61.25", "10.0"),
     ("npair", 1, "42.0", "63.5", "11.0"),
@@ -138,6 +146,7 @@ def make_output(tmp_path: Path) -> Path:
     probe.mkdir(parents=True)
     (probe / "tsne.png").write_bytes(b"\x89PNG tsne of npair_imix")
     (probe / "nn_grid.png").write_bytes(b"\x89PNG grid of npair_imix")
+    (probe / "model_summary.md").write_text(SUMMARY)
     return output
 
 
@@ -242,6 +251,12 @@ def test_report_pictures(output: Path, figures: list) -> None:
     # has no probe): its first seed's probe pictures are copied as they are.
     assert (output / "best_tsne.png").read_bytes() == b"\x89PNG tsne of npair_imix"
     assert (output / "best_nn_grid.png").read_bytes() == b"\x89PNG grid of npair_imix"
+    # Its model summary too, linked with the total the summary gives.
+    assert (output / "best_model_summary.md").read_text() == SUMMARY
+    assert (
+        "- model summary of the best cell `npair_imix` (seed 0: its backbone and the probe's "
+        "linear head, 4,977,226 parameters): [best_model_summary.md](best_model_summary.md)"
+    ) in report
     bars, curves = figures
     heights = sorted(round(patch.get_height(), 6) for patch in bars.axes[0].patches)
     means = [
@@ -308,6 +323,8 @@ def test_without_linear_top1_the_best_cell_is_the_best_knn(output: Path) -> None
     # A kNN-only study: no linear top-1 for the pretrain cells; npair has the higher kNN mean.
     rows = [(cell, seed, str(float(knn) + 10 * (cell == "npair")), "", wall)
             for cell, seed, knn, _, wall in ROWS if cell != "joint_isd"]  # fmt: skip
+    write_report(output)  # npair_imix is best first: its summary is copied
+    assert (output / "best_model_summary.md").is_file()
     _write_cells(output, rows)
     probe = output / "cells" / "npair" / "seed0" / "probe"
     probe.mkdir(parents=True)
@@ -317,6 +334,8 @@ def test_without_linear_top1_the_best_cell_is_the_best_knn(output: Path) -> None
     assert not (output / "best_nn_grid.png").exists()  # this probe wrote no grid
     assert "best pretrain cell by mean knn_top1: `npair`" in report
     assert "nearest neighbours of test images: not shown, the probe wrote none" in report
+    assert not (output / "best_model_summary.md").exists()  # nor a summary: the old copy goes
+    assert "model summary" not in report
     assert _table_rows(report)["npair"][6] == "not measured"
 
 

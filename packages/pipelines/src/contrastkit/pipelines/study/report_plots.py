@@ -1,10 +1,12 @@
 """The study report's pictures: bars.png (linear and kNN top-1 per cell, mean with a sample-std
 error bar, the published numbers as markers), curves.png (the cells' training curves overlaid, via
-the compare command's readers and plot_compare) and the best cell's t-SNE and neighbour grid.
+the compare command's readers and plot_compare) and the best cell's t-SNE and neighbour grid,
+with its model summary beside them (best_model_summary.md).
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import statistics
 from collections.abc import Sequence
@@ -15,7 +17,7 @@ from matplotlib.figure import Figure
 from contrastkit.pipelines.atomic import atomic_write
 from contrastkit.pipelines.compare import RunCurves, read_run_curves, shared_num_classes
 from contrastkit.pipelines.plots import _figure, plot_compare
-from contrastkit.pipelines.run_files import NN_GRID_FILE, TSNE_FILE
+from contrastkit.pipelines.run_files import MODEL_SUMMARY_FILE, NN_GRID_FILE, TSNE_FILE
 from contrastkit.pipelines.study.report import (
     PRETRAIN_DIR,
     PROBE_DIR,
@@ -30,6 +32,8 @@ BARS_FILE = "bars.png"
 STUDY_CURVES_FILE = "curves.png"
 BEST_TSNE_FILE = "best_tsne.png"
 BEST_NN_GRID_FILE = "best_nn_grid.png"
+BEST_SUMMARY_FILE = "best_model_summary.md"
+_SUMMARY_TOTAL = re.compile(r"^\| \*\*Total\*\* \| \| \*\*([\d,]+)\*\*", re.M)
 # Panels of curves.png, in this order: those that every drawn cell has values for.
 CURVE_METRICS: tuple[str, ...] = ("val_top1", "loss")
 # References drawn on the bars (accuracies; wall times have no place on this axis).
@@ -156,6 +160,26 @@ def copy_best_pictures(
     return pictures, notes
 
 
+def copy_best_summary(best: CellResults | None, output_dir: Path) -> list[str]:
+    """Copy the best cell's first-seed probe model_summary.md (its layers, output shapes and
+    parameters) to best_model_summary.md; the report's line that links it, none when the probe
+    wrote no summary (an older copy is then removed)."""
+    target = output_dir / BEST_SUMMARY_FILE
+    source = None
+    if best is not None:
+        source = seed_dir(output_dir, best.cell, best.seeds[0]) / PROBE_DIR / MODEL_SUMMARY_FILE
+    if best is None or source is None or not source.is_file():
+        target.unlink(missing_ok=True)
+        return []
+    atomic_write(target, lambda tmp: shutil.copyfile(source, tmp))
+    total = _SUMMARY_TOTAL.search(source.read_text())
+    parameters = f", {total.group(1)} parameters" if total else ""
+    return [
+        f"model summary of the best cell `{best.cell}` (seed {best.seeds[0]}: its backbone and "
+        f"the probe's linear head{parameters}): [{BEST_SUMMARY_FILE}]({BEST_SUMMARY_FILE})"
+    ]
+
+
 def draw_pictures(
     spec: StudySpec, cells: Sequence[CellResults], output_dir: Path, best: CellResults | None
 ) -> tuple[dict[str, str], list[str]]:
@@ -174,7 +198,7 @@ def draw_pictures(
     if spec.evaluation.pictures:
         best_pictures, best_notes = copy_best_pictures(best, output_dir)
         pictures.update(best_pictures)
-        notes += best_notes
+        notes += best_notes + copy_best_summary(best, output_dir)
     if best is not None:
         metric = best_metric(best)
         value = statistics.mean(best.values(metric).values())
