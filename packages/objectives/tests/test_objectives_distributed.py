@@ -84,16 +84,24 @@ def _public_helpers(rank: int) -> dict[str, torch.Tensor]:
     return results
 
 
+def _queue_labels(step: int) -> torch.Tensor:
+    """(WORLD * N_PER_RANK,) int64 labels of the enqueued keys of `step`, each one different."""
+    return torch.arange(WORLD * N_PER_RANK) + 100 * step
+
+
 def _worker(rank: int) -> dict[str, dict[str, torch.Tensor]]:
     data = _data()
     mine = slice(rank * N_PER_RANK, (rank + 1) * N_PER_RANK)
     args = (data["x1"][mine], data["x2"][mine], data, data["soft"][rank], data["index"][rank])
     results = _run(*args) | _run(*args, losses=_local_losses)
     ddp_average(results, ("loss", "weight", "bias"))
-    queue = MemoryQueue(K, D).double()
+    queue = MemoryQueue(K, D, track_labels=True).double()
     for step in range(2):
-        queue.enqueue(data["enqueue"][step][mine])
-    results["queue"] = {"keys": queue.keys.clone(), "ptr": queue.ptr.clone()}
+        queue.enqueue(data["enqueue"][step][mine], _queue_labels(step)[mine])
+    assert queue.labels is not None
+    results["queue"] = {
+        "keys": queue.keys.clone(), "ptr": queue.ptr.clone(), "labels": queue.labels.clone()
+    }  # fmt: skip
     results["public"] = _public_helpers(rank)
     return results
 
@@ -143,12 +151,15 @@ def test_two_gloo_ranks_match_one_process_on_the_full_batch(tmp_path):
         assert public["summed_grad"].tolist() == [3.0, 3.0]
 
     # The queue holds both ranks' keys (rank order) on every rank, as one process enqueuing all.
-    single = MemoryQueue(K, D).double()
+    # Its labels follow the keys the same way.
+    single = MemoryQueue(K, D, track_labels=True).double()
     for step in range(2):
-        single.enqueue(data["enqueue"][step])
+        single.enqueue(data["enqueue"][step], _queue_labels(step))
+    assert single.labels is not None
     for result in ranks:
         torch.testing.assert_close(result["queue"]["keys"], single.keys)
         assert result["queue"]["ptr"].item() == single.ptr.item()
+        assert torch.equal(result["queue"]["labels"], single.labels)
 
 
 def test_public_helpers_are_the_identity_without_a_process_group():

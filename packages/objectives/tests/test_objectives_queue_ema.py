@@ -52,6 +52,56 @@ def test_enqueue_matches_key_by_key_ring_buffer(batches):
         assert queue.ptr.item() == reference.ptr
 
 
+@pytest.mark.parametrize("batches", [[3, 3, 3, 3], [2, 7, 1, 4], [12], [1] * 9])
+def test_tracked_labels_follow_their_keys(batches):
+    """Each label lands in its key's row: checked against the key-by-key ring buffer, with the
+    key itself carrying its label (its first coordinate), and -1 for rows never written."""
+    size = 5
+    queue = MemoryQueue(size, 3, track_labels=True)
+    assert queue.labels is not None and queue.labels.tolist() == [-1] * size
+    reference = _RingBuffer(queue.keys)
+    written, row = [-1] * size, 0  # labels written one at a time, like the reference's keys
+    next_label = 0
+    for batch in batches:
+        labels = torch.arange(next_label, next_label + batch)
+        keys = torch.stack([labels.float() + 1, torch.ones(batch), torch.zeros(batch)], dim=1)
+        queue.enqueue(keys, labels.to(torch.int32))  # any integer dtype, stored as int64
+        reference.write(keys)
+        for label in labels.tolist():
+            written[row], row = label, (row + 1) % size
+        next_label += batch
+        assert queue.labels.dtype == torch.long and queue.labels.tolist() == written
+        torch.testing.assert_close(queue.keys, torch.stack(reference.rows))
+    # The key in each written row is the one enqueued with that row's label.
+    for row, label in enumerate(written):
+        if label >= 0:
+            torch.testing.assert_close(
+                queue.keys[row], _unit_rows(torch.tensor([[label + 1.0, 1.0, 0.0]]))[0]
+            )
+    assert set(queue.state_dict()) == {"keys", "ptr", "labels"}
+    assert "track_labels=True" in repr(queue)
+
+
+def test_labels_are_required_exactly_when_tracked():
+    keys = torch.randn(2, 3)
+    with pytest.raises(ValueError, match=r"track_labels=True\): enqueue\(keys, labels\) needs"):
+        MemoryQueue(4, 3, track_labels=True).enqueue(keys)
+    with pytest.raises(ValueError, match="track_labels=False: enqueue\\(keys\\) takes no labels"):
+        MemoryQueue(4, 3).enqueue(keys, torch.zeros(2, dtype=torch.long))
+    tracked = MemoryQueue(4, 3, track_labels=True)
+    with pytest.raises(ValueError, match=r"labels must be a \(2,\) tensor, got \(3,\)"):
+        tracked.enqueue(keys, torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"labels must be a \(2,\) tensor, got list"):
+        tracked.enqueue(keys, [0, 1])  # type: ignore[arg-type]
+    with pytest.raises(
+        ValueError, match=r"labels must be an integer tensor, got dtype torch\.float32"
+    ):
+        tracked.enqueue(keys, torch.zeros(2))
+    with pytest.raises(TypeError, match="track_labels must be a bool, got 1"):
+        MemoryQueue(4, 3, track_labels=1)  # type: ignore[arg-type]
+    assert tracked.labels is not None and tracked.labels.tolist() == [-1] * 4  # nothing written
+
+
 def test_enqueue_detaches_and_casts():
     queue = MemoryQueue(4, 2)
     keys = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)

@@ -211,6 +211,48 @@ def test_nnclr_contrasts_support_neighbours_with_the_other_views_predictions(imi
         torch.testing.assert_close(out.label_weights, torch.cat([t1, t2]))
 
 
+@pytest.mark.parametrize("imix", ["none", "mixup"])
+def test_nnclr_logs_the_share_of_nearest_neighbours_of_the_same_class(imix: str) -> None:
+    method = _method("nnclr", imix, queue_size=20).eval()
+    v1, v2 = _views()
+    labels = torch.arange(N) % 3
+    draw = torch.Generator().manual_seed(5)
+    first = method([v1, v2], step=0, labels=labels, generator=draw)
+    # The support set held only its random initial rows (label -1): no neighbour matches.
+    assert first.metrics["nn_top1"].item() == 0.0
+    assert method.support.labels is not None
+    assert method.support.labels.tolist() == labels.tolist() + [-1] * (20 - N)
+    support, support_labels = method.support.keys.clone(), method.support.labels.clone()
+
+    # The same samples again, a third of them relabelled: each projection's nearest support row
+    # is its own from step 0 (cosine 1), so 8 of 12 keep their class: 66.67 %.
+    relabelled = labels.clone()
+    relabelled[: N // 3] += 1
+    second = method([v1, v2], step=1, labels=relabelled, generator=draw)
+    with torch.no_grad():
+        z1 = method.encoder(v1)[1]
+    nearest = _brute_force_neighbours(z1, support)
+    rows = [int((support == row).all(dim=1).nonzero()[0]) for row in nearest]
+    expected = (
+        100.0
+        * sum(
+            int(support_labels[row]) == int(label)
+            for row, label in zip(rows, relabelled, strict=True)
+        )
+        / N
+    )
+    assert expected == pytest.approx(200 / 3)
+    torch.testing.assert_close(second.metrics["nn_top1"], torch.tensor(expected))
+    # The 12 new labels went to rows 12..19 and, wrapping, 0..3, with their keys.
+    after = relabelled.tolist()
+    assert method.support.labels.tolist() == after[8:] + labels.tolist()[4:] + after[:8]
+
+    # Without labels nothing is logged and the new rows (4..15) are unlabelled (-1).
+    third = method([v1, v2], step=2, generator=draw)
+    assert third.metrics == {}
+    assert method.support.labels.tolist() == after[8:] + [-1] * N + after[4:8]
+
+
 def test_nnclr_preset_builds_the_three_layer_projector_and_the_predictor() -> None:
     method = _method("nnclr")
     assert method.support.keys.shape == (64, 16)  # method.queue_size rows of projection_dim
@@ -340,6 +382,20 @@ def test_supcon_is_the_ssl_term_of_joint_training(tmp_path: Path, toy_cifar_dir:
     assert result.step == 2 and all(math.isfinite(float(r["train_ssl"])) for r in history)
 
 
+def test_nnclr_in_joint_training_logs_nn_top1(tmp_path: Path, toy_cifar_dir: Path) -> None:
+    raw = tiny_image_config(
+        tmp_path / "run",
+        toy_cifar_dir,
+        method={"name": "nnclr", "queue_size": 64},
+        train={"epochs": 1, "batch_size": 40, "knn_every": 0},
+    )
+    raw["joint"] = {"ssl_weight": 0.5}
+    result = run_joint(config_from_dict(raw, JointTrainingConfig))
+    rows = read_metrics(result.run_dir / "metrics.csv")
+    assert result.step == 2 and [r["step"] for r in rows] == ["1", "2"]
+    assert all(0.0 <= float(r["nn_top1"]) <= 100.0 for r in rows), rows
+
+
 # ------------------------------------------------------------------------ runs and learning
 
 LEARNING_CASES = [
@@ -382,5 +438,12 @@ def test_runs_from_the_smoke_config_with_only_the_method_changed(
     ]
     config = load_config(CONFIG_DIR / "smoke.yaml", [f"method.name={name}", *shrink])
     result = run_pretrain(config)
-    losses = [float(r["loss"]) for r in read_metrics(result.run_dir / "metrics.csv")]
+    rows = read_metrics(result.run_dir / "metrics.csv")
+    losses = [float(r["loss"]) for r in rows]
     assert result.step == 2 and len(losses) == 2 and all(math.isfinite(x) for x in losses)
+    # Only NNCLR logs the share of nearest support neighbours of the same class (a percentage).
+    nn_top1 = [r["nn_top1"] for r in rows]
+    if name == "nnclr":
+        assert all(0.0 <= float(x) <= 100.0 for x in nn_top1), nn_top1
+    else:
+        assert nn_top1 == ["", ""]

@@ -38,6 +38,7 @@ JOINT_METRIC_COLUMNS: tuple[str, ...] = (
     "train_ce",
     "train_ssl",
     "train_top1",
+    "nn_top1",
     "val_loss",
     "val_top1",
     "val_top5",

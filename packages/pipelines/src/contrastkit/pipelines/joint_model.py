@@ -6,7 +6,7 @@ loss = CE(classifier(backbone(views[0])), labels) + ssl_weight * (the method's l
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -27,12 +27,14 @@ class JointStepOutput:
     ce: the classifier's cross-entropy on views[0] (with label smoothing when configured).
     ssl: the method's loss, or None when ssl_weight is 0 (no method, no SSL forward).
     correct: fraction of the batch whose top logit is the label.
+    method_metrics: the method's further logged scalars (MethodOutput.metrics), e.g. nn_top1.
     """
 
     loss: Tensor
     ce: Tensor
     ssl: Tensor | None
     correct: Tensor
+    method_metrics: dict[str, Tensor] = field(default_factory=dict)
 
     def logged(self) -> dict[str, Tensor]:
         """metrics.csv column -> scalar; the loop averages them over logged steps and epochs."""
@@ -40,7 +42,7 @@ class JointStepOutput:
         if self.ssl is not None:
             values["train_ssl"] = self.ssl
         values["train_top1"] = 100.0 * self.correct
-        return values
+        return values | self.method_metrics
 
 
 class JointModel(nn.Module):
@@ -134,16 +136,17 @@ class JointModel(nn.Module):
                 f"labels must have shape ({views[0].shape[0]},) (one per sample of views[0]), "
                 f"got {tuple(labels.shape)}"
             )
-        ssl = None
+        ssl, method_metrics = None, {}
         if self.method is not None:
-            ssl = self.method(
+            out = self.method(
                 list(views), step=step, epoch=epoch, labels=labels, generator=generator
-            ).loss
+            )
+            ssl, method_metrics = out.loss, out.metrics
         logits = self.classifier(self.backbone(views[0])).float()
         ce = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
         loss = ce if ssl is None else ce + self.ssl_weight * ssl
         correct = (logits.detach().argmax(dim=1) == labels).float().mean()
-        return JointStepOutput(loss, ce, ssl, correct)
+        return JointStepOutput(loss, ce, ssl, correct, method_metrics)
 
 
 @torch.no_grad()

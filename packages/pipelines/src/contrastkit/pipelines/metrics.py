@@ -33,6 +33,7 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "knn_top5",
     "online_top1",
     "online_test_top1",
+    "nn_top1",
     "images_per_s",
     "elapsed_s",
 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch.nn.functional as F
@@ -33,13 +33,14 @@ class StepOutput:
     loss: Tensor  # objective + online classifier cross-entropy
     ssl_loss: Tensor  # the method's objective alone (what metrics.csv logs as `loss`)
     online_correct: Tensor | None  # fraction of the batch the online classifier gets right
+    method_metrics: dict[str, Tensor] = field(default_factory=dict)  # MethodOutput.metrics
 
     def logged(self) -> dict[str, Tensor]:
         """metrics.csv column -> scalar of this batch; the loop averages them over logged steps."""
         values = {"loss": self.ssl_loss}
         if self.online_correct is not None:
             values["online_top1"] = 100.0 * self.online_correct
-        return values
+        return values | self.method_metrics
 
 
 class PretrainModel(nn.Module):
@@ -83,7 +84,7 @@ class PretrainModel(nn.Module):
         step, epoch, generator: as for the method."""
         out = self.method(views, step=step, epoch=epoch, labels=labels, generator=generator)
         if self.classifier is None:
-            return StepOutput(out.loss, out.loss, None)
+            return StepOutput(out.loss, out.loss, None, out.metrics)
         num_classes = self.classifier.num_classes
         one_hot = F.one_hot(labels, num_classes).float()
         if out.label_weights is None:
@@ -93,7 +94,7 @@ class PretrainModel(nn.Module):
         logits = self.classifier(out.features).float()
         online_loss = -(soft * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
         correct = (logits.argmax(dim=1) == soft.argmax(dim=1)).float().mean()
-        return StepOutput(out.loss + online_loss, out.loss, correct)
+        return StepOutput(out.loss + online_loss, out.loss, correct, out.metrics)
 
 
 class PretrainTask(TrainingTask):

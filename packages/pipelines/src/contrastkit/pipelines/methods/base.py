@@ -8,7 +8,7 @@ forward with MoCo's shuffle-BN across processes.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -32,11 +32,15 @@ class MethodOutput:
         the online linear classifier, which must not train the backbone).
     label_weights: (M, N) float rows that say which of the batch's N samples feature row i
         comes from (i-Mix mixes two), or None when row i is simply sample i % N.
+    metrics: further scalars the method logs for this batch, metrics.csv column -> 0-dim float
+        tensor on the batch's device (read back only on metrics rows), e.g. NNCLR's `nn_top1`;
+        each name must be a column of the run's metrics.csv (METRIC_COLUMNS).
     """
 
     loss: Tensor
     features: Tensor
     label_weights: Tensor | None = None
+    metrics: dict[str, Tensor] = field(default_factory=dict)
 
 
 class Encoder(nn.Module):

@@ -1,8 +1,8 @@
 """NNCLR (Dwibedi et al. 2021): each view's nearest neighbour in a support set of past projections
 is the positive of the other view's prediction; in-batch negatives, both directions averaged.
 
-The support set is a `MemoryQueue` of view 1's projections (in the state_dict, so a resumed run
-continues with it). i-Mix mixes each view as a query batch against the neighbours of the clean
+The support set is a `MemoryQueue` of view 1's projections and their labels (in the state_dict, so
+a resumed run continues with it); the labels give the `nn_top1` metric. i-Mix mixes each view as a query batch against the neighbours of the clean
 views (see `NNCLR.forward`).
 """
 
@@ -39,6 +39,11 @@ class NNCLR(PretrainMethod):
     the encoder and predictor in one forward together, or with method.separate_forwards one
     forward per view (solo-learn).
 
+    Logged (MethodOutput.metrics, metrics.csv `nn_top1`): the percentage of view 1's projections
+    whose nearest support row holds a sample of the same class (solo-learn's `train_nn_acc`), from
+    the support set the loss read; rows still holding their random initial keys (label -1) count
+    as misses. Labels feed only this metric, never the loss; without labels nothing is logged.
+
     i-Mix (method.imix = mixup | cutmix), our form (no original defines one): the support set's
     rows cannot be mixed, so the mixed predictions are the anchors and the neighbours the keys,
         loss = (npair_loss(p2~, NN(z1), T, t2) + npair_loss(p1~, NN(z2), T, t1)) / 2,
@@ -69,7 +74,21 @@ class NNCLR(PretrainMethod):
         super().__init__(backbone, method, model, seed=seed)
         dim = self.embedding_dim
         self.predictor = PredictionHead(dim, model.prediction_hidden_dim, dim)
-        self.support = MemoryQueue(method.queue_size, dim, seed=seed)
+        self.support = MemoryQueue(method.queue_size, dim, seed=seed, track_labels=True)
+
+    def _enqueue(self, z1: Tensor, labels: Tensor | None) -> dict[str, Tensor]:
+        """The nn_top1 metric against the current support set (with labels), then z1 enqueued
+        with its labels (-1 without them)."""
+        metrics: dict[str, Tensor] = {}
+        if labels is not None:
+            assert self.support.labels is not None
+            indices = nearest_neighbours(z1.detach(), self.support.keys).indices
+            hit = self.support.labels[indices] == labels
+            metrics["nn_top1"] = 100.0 * hit.float().mean()
+        else:
+            labels = torch.full((z1.shape[0],), -1, dtype=torch.long, device=z1.device)
+        self.support.enqueue(z1, labels)
+        return metrics
 
     def projection_head(self, in_dim: int) -> nn.Module:
         """The model section's projection head; nn.Identity with model.projection_layers = 0 (no
@@ -87,7 +106,8 @@ class NNCLR(PretrainMethod):
         labels: Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> MethodOutput:
-        """views: two (N, C, H, W) or (N, F) batches (one is used twice); labels are not read."""
+        """views: two (N, C, H, W) or (N, F) batches (one is used twice); labels: (N,) classes
+        for the support set and nn_top1 (the loss never reads them), or None."""
         view1, view2 = two_views(views)
         temperature = self.method_config.temperature
         if self.method_config.imix == "none":
@@ -95,8 +115,8 @@ class NNCLR(PretrainMethod):
             z1, z2 = projections.chunk(2)
             p1, p2 = self.predict_pair(projections)
             loss = nnclr_loss(z1, z2, p1, p2, self.support.keys, temperature)
-            self.support.enqueue(z1)
-            return MethodOutput(loss, features.detach())
+            metrics = self._enqueue(z1, labels)
+            return MethodOutput(loss, features.detach(), metrics=metrics)
         with torch.no_grad():
             _, clean = self.encode(self.encoder, [view1, view2])
         z1, z2 = clean.chunk(2)
@@ -109,7 +129,7 @@ class NNCLR(PretrainMethod):
             npair_loss(p2, neighbours1, temperature, targets2, validate_targets=False)
             + npair_loss(p1, neighbours2, temperature, targets1, validate_targets=False)
         ) / 2
-        self.support.enqueue(z1)
+        metrics = self._enqueue(z1, labels)
         n = view1.shape[0]
         weights = stacked_label_weights(targets1, targets2, n=n, device=view1.device)
-        return MethodOutput(loss, features.detach(), weights)
+        return MethodOutput(loss, features.detach(), weights, metrics)
