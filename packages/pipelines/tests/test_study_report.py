@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import statistics
 from pathlib import Path
 
@@ -355,3 +356,33 @@ def test_curves_of_the_runs_that_share_one_when_no_curve_is_shared_by_all(
     curves = figures[-1]
     labels = [line.get_label() for line in curves.axes[0].get_lines() if line.get_gid() != "chance"]
     assert labels == ["npair (seed 0)", "npair_imix (seed 0)"] and len(curves.axes) == 1
+
+
+def test_a_folder_without_its_runs_keeps_the_pictures_they_gave(output: Path) -> None:
+    """A committed result holds no cells/: `study.py report` on it keeps the curves, the best
+    cell's pictures and its model summary that the first report copied, and says so."""
+    first = write_report(output).read_text()
+    kept = ("curves.png", "best_tsne.png", "best_nn_grid.png", "best_model_summary.md")
+    before = {name: (output / name).read_bytes() for name in kept}
+    shutil.rmtree(output / "cells")
+    (output / "bars.png").unlink()
+    again = write_report(output).read_text()
+    for name in kept:
+        assert (output / name).read_bytes() == before[name], name  # untouched
+    assert (output / "bars.png").stat().st_size > 0  # redrawn from cells.csv
+    for line in first.splitlines():
+        if line.startswith(("![", "*", "|", "- model summary")):
+            assert line in again, line
+    assert (
+        "- this folder has no `cells/` (the run folders), so the curves and the best cell's "
+        "pictures could not be drawn again: curves.png, best_tsne.png, best_nn_grid.png kept as "
+        "the report beside the runs drew them; bars.png and the tables were rebuilt from cells.csv"
+    ) in again
+    assert "not shown" not in again and "left out" not in again
+
+    # With nothing kept either, only the bars are shown and the note says so.
+    for name in kept:
+        (output / name).unlink()
+    bare = write_report(output).read_text()
+    assert "](bars.png)" in bare and bare.count("![") == 1
+    assert "could not be drawn again: nothing else kept;" in bare

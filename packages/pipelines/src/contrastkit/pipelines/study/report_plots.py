@@ -19,6 +19,7 @@ from contrastkit.pipelines.compare import RunCurves, read_run_curves, shared_num
 from contrastkit.pipelines.plots import _figure, plot_compare
 from contrastkit.pipelines.run_files import MODEL_SUMMARY_FILE, NN_GRID_FILE, TSNE_FILE
 from contrastkit.pipelines.study.report import (
+    CELLS_DIR,
     PRETRAIN_DIR,
     PROBE_DIR,
     CellResults,
@@ -134,6 +135,22 @@ def plot_curves(
     return png, notes
 
 
+BARS_CAPTION = "Top-1 accuracy per cell: mean over seeds, error bar = sample std; ◆ = published"
+CURVES_CAPTION = (
+    "Training curves of each cell's first seed (val_top1 of a pretrain run: its kNN monitor on "
+    "the test split; of a joint run: its classifier on the validation split)"
+)
+# The best cell's pictures: (file its probe writes, file in the study folder, what it shows).
+_BEST_PICTURES = (
+    (TSNE_FILE, BEST_TSNE_FILE, "t-SNE of the test features"),
+    (NN_GRID_FILE, BEST_NN_GRID_FILE, "nearest neighbours of test images"),
+)
+
+
+def _best_caption(best: CellResults, what: str) -> str:
+    return f"Best cell `{best.cell}` (seed {best.seeds[0]}): {what}"
+
+
 def copy_best_pictures(
     best: CellResults | None, output_dir: Path
 ) -> tuple[dict[str, str], list[str]]:
@@ -141,23 +158,30 @@ def copy_best_pictures(
     best_nn_grid.png (atomically; an older copy is removed when there is nothing to copy)."""
     pictures: dict[str, str] = {}
     notes: list[str] = []
-    for source_name, target_name, what in (
-        (TSNE_FILE, BEST_TSNE_FILE, "t-SNE of the test features"),
-        (NN_GRID_FILE, BEST_NN_GRID_FILE, "nearest neighbours of test images"),
-    ):
+    for source_name, target_name, what in _BEST_PICTURES:
         target = output_dir / target_name
         source = None
         if best is not None:
             seed = best.seeds[0]
             source = seed_dir(output_dir, best.cell, seed) / PROBE_DIR / source_name
-        if source is not None and source.is_file():
+        if best is not None and source is not None and source.is_file():
             atomic_write(target, lambda tmp, src=source: shutil.copyfile(src, tmp))
-            pictures[f"Best cell `{best.cell}` (seed {best.seeds[0]}): {what}"] = target_name
+            pictures[_best_caption(best, what)] = target_name
         else:
             target.unlink(missing_ok=True)
             where = source if source is not None else "no pretrain cell has a linear or kNN top-1"
             notes.append(f"{what}: not shown, the probe wrote none ({where})")
     return pictures, notes
+
+
+def _summary_line(best: CellResults, summary: Path) -> str:
+    """The report's line that links best_model_summary.md, with the total it gives."""
+    total = _SUMMARY_TOTAL.search(summary.read_text())
+    parameters = f", {total.group(1)} parameters" if total else ""
+    return (
+        f"model summary of the best cell `{best.cell}` (seed {best.seeds[0]}: its backbone and "
+        f"the probe's linear head{parameters}): [{BEST_SUMMARY_FILE}]({BEST_SUMMARY_FILE})"
+    )
 
 
 def copy_best_summary(best: CellResults | None, output_dir: Path) -> list[str]:
@@ -172,33 +196,53 @@ def copy_best_summary(best: CellResults | None, output_dir: Path) -> list[str]:
         target.unlink(missing_ok=True)
         return []
     atomic_write(target, lambda tmp: shutil.copyfile(source, tmp))
-    total = _SUMMARY_TOTAL.search(source.read_text())
-    parameters = f", {total.group(1)} parameters" if total else ""
-    return [
-        f"model summary of the best cell `{best.cell}` (seed {best.seeds[0]}: its backbone and "
-        f"the probe's linear head{parameters}): [{BEST_SUMMARY_FILE}]({BEST_SUMMARY_FILE})"
-    ]
+    return [_summary_line(best, target)]
+
+
+def kept_pictures(
+    spec: StudySpec, output_dir: Path, best: CellResults | None
+) -> tuple[dict[str, str], list[str]]:
+    """A study folder without its run folders (`cells/`), such as a committed result: the
+    curves and the best cell's pictures cannot be drawn again, so those an earlier report drew
+    there are kept and shown as they are. Returns (caption -> file name, notes)."""
+    pictures: dict[str, str] = {}
+    if (output_dir / STUDY_CURVES_FILE).is_file():
+        pictures[CURVES_CAPTION] = STUDY_CURVES_FILE
+    notes: list[str] = []
+    if spec.evaluation.pictures and best is not None:
+        for _, name, what in _BEST_PICTURES:
+            if (output_dir / name).is_file():
+                pictures[_best_caption(best, what)] = name
+        if (output_dir / BEST_SUMMARY_FILE).is_file():
+            notes.append(_summary_line(best, output_dir / BEST_SUMMARY_FILE))
+    kept = ", ".join(pictures.values())
+    done = f"{kept} kept as the report beside the runs drew them" if kept else "nothing else kept"
+    notes.insert(
+        0,
+        f"this folder has no `{CELLS_DIR}/` (the run folders), so the curves and the best cell's "
+        f"pictures could not be drawn again: {done}; bars.png and the tables were rebuilt from "
+        "cells.csv",
+    )
+    return pictures, notes
 
 
 def draw_pictures(
     spec: StudySpec, cells: Sequence[CellResults], output_dir: Path, best: CellResults | None
 ) -> tuple[dict[str, str], list[str]]:
     """Every picture of the report. Returns (caption -> file name in output_dir, notes)."""
-    pictures: dict[str, str] = {}
+    pictures: dict[str, str] = {BARS_CAPTION: BARS_FILE}
     plot_bars(spec, cells, output_dir / BARS_FILE)
-    pictures["Top-1 accuracy per cell: mean over seeds, error bar = sample std; ◆ = published"] = (
-        BARS_FILE
-    )
-    png, notes = plot_curves(spec, cells, output_dir, output_dir / STUDY_CURVES_FILE)
-    if png is not None:
-        pictures[
-            "Training curves of each cell's first seed (val_top1 of a pretrain run: its kNN "
-            "monitor on the test split; of a joint run: its classifier on the validation split)"
-        ] = STUDY_CURVES_FILE
-    if spec.evaluation.pictures:
-        best_pictures, best_notes = copy_best_pictures(best, output_dir)
-        pictures.update(best_pictures)
-        notes += best_notes + copy_best_summary(best, output_dir)
+    if not (output_dir / CELLS_DIR).is_dir():
+        kept, notes = kept_pictures(spec, output_dir, best)
+        pictures.update(kept)
+    else:
+        png, notes = plot_curves(spec, cells, output_dir, output_dir / STUDY_CURVES_FILE)
+        if png is not None:
+            pictures[CURVES_CAPTION] = STUDY_CURVES_FILE
+        if spec.evaluation.pictures:
+            best_pictures, best_notes = copy_best_pictures(best, output_dir)
+            pictures.update(best_pictures)
+            notes += best_notes + copy_best_summary(best, output_dir)
     if best is not None:
         metric = best_metric(best)
         value = statistics.mean(best.values(metric).values())
