@@ -239,12 +239,25 @@ def _launch(config: Path, run_dir: Path, log: Path) -> subprocess.Popen:
     return _start(command, log)
 
 
+def _accelerate_forwards_sigterm() -> bool:
+    """accelerate 1.16+'s single-process launcher terminates its child on SIGTERM (then kills it
+    5 s later) and pipes the child's stderr through itself; earlier ones did neither."""
+    from importlib.metadata import version
+
+    from packaging.version import Version
+
+    return Version(version("accelerate")) >= Version("1.16")
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
 def test_stopping_the_launcher_stops_the_trainer(
     tmp_path: Path, toy_cifar_dir: Path, signum: signal.Signals
 ) -> None:
-    """accelerate's single-process launcher does not forward signals: SIGTERM or kill -9 ends it
-    alone. The trainer must notice, finish its step, save and exit, leaving nothing running."""
+    """A SIGTERM or kill -9 to accelerate's single-process launcher: the trainer finishes its
+    step, saves and exits, leaving nothing running, and says why on the launcher's output.
+    Before accelerate 1.16 the launcher forwards nothing and the trainer sees it exit; 1.16+
+    forwards SIGTERM itself, and after a kill -9 the trainer's stderr pipe through the dead
+    launcher is broken: its messages go to stdout instead."""
     config, run_dir, log = _config(tmp_path, toy_cifar_dir), tmp_path / "run", tmp_path / "log"
     launcher = _launch(config, run_dir, log)
     try:
@@ -258,7 +271,10 @@ def test_stopping_the_launcher_stops_the_trainer(
     finally:
         _end_session(launcher.pid)
     err = log.read_text()
-    assert f"the launcher (PID {launcher.pid}) exited: finishing this step and saving" in err
+    if signum == signal.SIGTERM and _accelerate_forwards_sigterm():
+        assert "SIGTERM received: finishing this step and saving a checkpoint" in err, err
+    else:
+        assert f"the launcher (PID {launcher.pid}) exited: finishing this step and saving" in err
     _assert_stopped_cleanly(run_dir, err)
     if signum == signal.SIGKILL:  # and the checkpoint resumes: finish its epoch
         epochs = read_meta(list_checkpoints(run_dir)[-1])["epoch"] + 1
@@ -297,6 +313,43 @@ def test_plain_python_outlives_its_parent(tmp_path: Path, toy_cifar_dir: Path) -
     err = log.read_text()
     assert "launcher" not in err and "Traceback" not in err, err
     assert len(_rows(run_dir)) == 2 * STEPS_PER_EPOCH  # it ran to the end
+
+
+REROUTE = """
+import os, sys
+from contrastkit.pipelines.training.stop import reroute_orphaned_stderr
+read, write = os.pipe()
+os.dup2(write, 2)
+os.close(write)
+print("alive reader:", reroute_orphaned_stderr(), flush=True)
+os.close(read)  # the launcher that read our stderr is gone
+print("no reader:", reroute_orphaned_stderr(), flush=True)
+print("on stderr after the reroute", file=sys.stderr, flush=True)
+"""
+
+
+def test_stderr_is_rerouted_to_stdout_only_when_its_reader_is_gone(tmp_path: Path) -> None:
+    out = tmp_path / "out.txt"
+    with open(out, "w") as stdout:
+        subprocess.run(
+            [sys.executable, "-c", REROUTE], stdout=stdout, env=_env(), check=True, timeout=60
+        )
+    assert out.read_text().splitlines() == [
+        "alive reader: False",
+        "no reader: True",
+        "on stderr after the reroute",
+    ]
+    # A stdout that is itself a broken pipe is no better: nothing is rerouted.
+    result = tmp_path / "result.txt"
+    code = (
+        "import os\n"
+        "from contrastkit.pipelines.training.stop import reroute_orphaned_stderr\n"
+        "read, write = os.pipe()\nos.dup2(write, 1)\nos.dup2(write, 2)\n"
+        "os.close(write)\nos.close(read)\n"
+        f"open({str(result)!r}, 'w').write(str(reroute_orphaned_stderr()))\n"
+    )
+    subprocess.run([sys.executable, "-c", code], env=_env(), check=True, timeout=60)
+    assert result.read_text() == "False"
 
 
 def test_started_by_launcher_reads_the_launchers_variables() -> None:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
+import stat
 import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -31,6 +33,36 @@ def _say(text: str) -> None:
     ignored, because after a SIGHUP the terminal may be gone and the save must still complete."""
     with contextlib.suppress(OSError):
         os.write(2, (text + "\n").encode(errors="replace"))
+
+
+def _is_broken_pipe(fd: int) -> bool:
+    """Whether `fd` is the write end of a pipe whose reader is gone (poll reports POLLERR)."""
+    try:
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return False
+    except OSError:
+        return False
+    if not hasattr(select, "poll"):  # Windows: no poll; nothing to reroute there
+        return False
+    poller = select.poll()
+    poller.register(fd, 0)  # POLLERR and POLLHUP are always reported
+    return any(events & select.POLLERR for _, events in poller.poll(0))
+
+
+def reroute_orphaned_stderr() -> bool:
+    """If stderr is a pipe whose reader is gone and stdout is not, send stderr to stdout; True
+    when it did.
+
+    accelerate 1.16+ pipes the trainer's stderr through its launcher (to keep the tail for its
+    error message) but not its stdout: once the launcher is killed, every message on stderr
+    (this module's, the progress bar, the final "continue with" line) would go nowhere.
+    """
+    if not _is_broken_pipe(2) or _is_broken_pipe(1):
+        return False
+    with contextlib.suppress(OSError):
+        os.dup2(1, 2)
+        return True
+    return False
 
 
 class StopRequest:
@@ -88,6 +120,7 @@ class StopRequest:
         if self.code:
             return
         self.code = _LAUNCHER_CODE
+        reroute_orphaned_stderr()
         _say(
             f"\nthe launcher (PID {parent_pid}) exited: finishing this step and saving a checkpoint"
         )
@@ -122,8 +155,9 @@ def started_by_launcher(environ: Mapping[str, str] = os.environ) -> bool:
 class LauncherWatch:
     """Calls `stop.launcher_exited(parent_pid)` when this process's parent exits.
 
-    accelerate's single-process launcher does not forward signals: a SIGTERM or kill -9 to it ends
-    it and leaves the trainer running unseen. A daemon thread compares os.getppid() with the
+    accelerate's single-process launcher before 1.16 does not forward signals: a SIGTERM or
+    kill -9 to it ends it and leaves the trainer running unseen (1.16+ forwards SIGTERM and
+    SIGINT, kills the trainer 5 s later, and still cannot pass on a kill -9). A daemon thread compares os.getppid() with the
     parent seen at `start` every `interval_s` seconds (an orphan is re-parented to init or a
     subreaper), which works on every POSIX system and for every way the launcher can die.
     """
