@@ -201,6 +201,23 @@ def test_result_does_not_depend_on_chunking() -> None:
         )
 
 
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [
+        (32, 85),  # 1 MiB / (3 x 32 x 32 x 4 B) = 85 samples: already >= 32
+        (96, 32),  # 1 MiB would be 9 samples: 32 of them, 3.4 MiB, within the 4 MiB cap
+        (224, 6),  # 1 MiB would be 1 sample; 32 would be 18 MiB: the 4 MiB cap gives 6
+        (1024, 1),  # one sample is over 4 MiB: one a chunk
+    ],
+)
+def test_cpu_chunks_are_about_1_mib_or_up_to_4_mib_to_reach_32_samples(
+    size: int, expected: int
+) -> None:
+    from contrastkit.augment.view import cpu_chunk_size
+
+    assert cpu_chunk_size(3 * size * size) == expected
+
+
 def test_apply_view_composes_the_ops_in_order() -> None:
     # A view by hand from the same parameters: crop, flip, jitter, grayscale, solarize, normalize.
     from contrastkit.augment import functional as AF

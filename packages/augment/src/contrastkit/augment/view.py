@@ -1,8 +1,9 @@
 """One view of an image batch: a recipe's ops applied with given per-sample parameters.
 
 On the CPU the batch is processed in chunks that fit in cache, which is several times faster
-than whole-batch passes; the parameters are drawn for the whole batch first, so the result does
-not depend on the chunking.
+than whole-batch passes, and that hold enough samples to spread each chunk's fixed cost (slicing
+the parameters, the jitter plan, the subset lookups); the parameters are drawn for the whole batch
+first, so the result does not depend on the chunking.
 """
 
 from __future__ import annotations
@@ -18,6 +19,20 @@ from contrastkit.augment.recipes import ViewRecipe
 
 # About 1 MiB of float32 per intermediate tensor: fits in L2, so each op reads and writes cache.
 CPU_CHUNK_ELEMENTS = 1 << 18
+# Large images: up to 4 MiB per tensor to reach 32 samples per chunk. Each chunk has a fixed cost
+# of some 100 small ops; with 1 MiB chunks a 96 px batch is 9 images a chunk and that cost took a
+# quarter of the time (bench/augment.py: 96 px views/s +15-30% with 32-image chunks, 224 px +40%
+# with 6; 32 px images, 85 a chunk, gain nothing from larger ones and lose at 4 MiB).
+CPU_CHUNK_MIN_SAMPLES = 32
+CPU_CHUNK_MAX_ELEMENTS = 1 << 20
+
+
+def cpu_chunk_size(pixels: int) -> int:
+    """Samples per CPU chunk for `pixels` float32 elements per sample (C x H x W): about 1 MiB
+    per tensor, or more, up to 4 MiB, to reach CPU_CHUNK_MIN_SAMPLES; at least 1."""
+    cached = CPU_CHUNK_ELEMENTS // pixels
+    return max(1, cached, min(CPU_CHUNK_MIN_SAMPLES, CPU_CHUNK_MAX_ELEMENTS // pixels))
+
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -92,7 +107,7 @@ def apply_view(
         recipe: the view's ops.
         params: from ``sample_view_params(recipe, N, H, W, ...)``, on the batch's device.
         mean, std: per-channel normalization on the [0, 1] scale; None for none.
-        chunk_size: samples per pass; None = whole batch off the CPU, about 1 MiB per pass on it.
+        chunk_size: samples per pass; None = whole batch off the CPU, `cpu_chunk_size` on it.
 
     Returns:
         (N, C, recipe.size, recipe.size) float32 on the batch's device.
@@ -118,7 +133,7 @@ def apply_view(
         raise ValueError(f"params are on {params.boxes.device}, batch is on {batch.device}")
     if chunk_size is None:
         pixels = channels * max(height * width, recipe.size * recipe.size)
-        chunk_size = max(1, CPU_CHUNK_ELEMENTS // pixels) if batch.device.type == "cpu" else n
+        chunk_size = cpu_chunk_size(pixels) if batch.device.type == "cpu" else n
     elif chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
 
