@@ -60,3 +60,31 @@ def test_bash_commands_name_files_that_exist() -> None:
     assert named, "the docs' bash blocks name no repository files"
     missing = [(page, w) for page, w in named if not (ROOT / w).exists()]
     assert not missing, f"docs commands name missing files: {missing}"
+
+
+def test_the_reference_hook_reads_every_method_class_attribute() -> None:
+    """The configuration reference reads the methods' class attributes from their source (the
+    docs build has no torch): the names it finds declared in base.py are PretrainMethod's
+    ClassVars as Python sees them, and each method's values are its class's own."""
+    import importlib.util
+    import typing
+
+    from contrastkit.pipelines.methods import METHODS, PretrainMethod
+
+    spec = importlib.util.spec_from_file_location(
+        "ck_config_reference", DOCS / "hooks" / "ck_config_reference.py"
+    )
+    assert spec is not None and spec.loader is not None
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    class_vars = {
+        name
+        for name, hint in typing.get_type_hints(PretrainMethod).items()
+        if typing.get_origin(hint) is typing.ClassVar
+    }
+    assert hook.declared_class_vars(ROOT) == class_vars
+    rows = {row["name"]: row for row in hook.method_rows(ROOT)}
+    assert set(rows) == set(METHODS)
+    for name, row in rows.items():
+        for attribute in class_vars & set(row):
+            assert row[attribute] == getattr(METHODS[name], attribute), (name, attribute)

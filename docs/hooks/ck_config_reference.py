@@ -21,20 +21,7 @@ README = "packages/pipelines/README.md"
 METHODS_DIR = "packages/pipelines/src/contrastkit/pipelines/methods"
 _HEADER = re.compile(r"^\|\s*field\s*\|\s*default\s*\|\s*meaning\s*\|\s*$")
 _SECTION_HEADING = re.compile(r"^#{2,6}\s+`(\w+)`\s*$")
-# Class attributes a method declares (methods/base.py, PretrainMethod) that the table shows.
-_METHOD_ATTRIBUTES = (
-    "name",
-    "supports_imix",
-    "imix_unsupported_reason",
-    "supports_symmetric",
-    "default_augment",
-    "default_temperature",
-    "default_momentum",
-    "default_final_momentum",
-    "default_student_teacher_temperatures",
-    "isd_plus_temperatures",
-    "method_defaults",
-)
+BASE_CLASS = "PretrainMethod"  # in METHODS_DIR/base.py: its ClassVars are what a method declares
 
 
 def yaml_value(value: Any) -> str:
@@ -132,8 +119,25 @@ def _section_markdown(
     return [*lines, ""]
 
 
-def _class_attributes(path: Path) -> dict[str, Any] | None:
-    """The literal class attributes of the method class in `path` (the class that sets `name`)."""
+def declared_class_vars(repo: Path) -> frozenset[str]:
+    """The names PretrainMethod annotates as ClassVar in methods/base.py: the class attributes a
+    method declares (read from the source, so a new one needs no list here)."""
+    path = repo / METHODS_DIR / "base.py"
+    for node in ast.parse(path.read_text(), str(path)).body:
+        if isinstance(node, ast.ClassDef) and node.name == BASE_CLASS:
+            return frozenset(
+                item.target.id
+                for item in node.body
+                if isinstance(item, ast.AnnAssign)
+                and isinstance(item.target, ast.Name)
+                and ast.unparse(item.annotation).startswith("ClassVar")
+            )
+    raise ValueError(f"{path}: no class {BASE_CLASS}")
+
+
+def _class_attributes(path: Path, declared: frozenset[str]) -> dict[str, Any] | None:
+    """The class attributes in `declared` that the method class in `path` (the class that sets
+    `name`) gives as literals."""
     tree = ast.parse(path.read_text(), str(path))
     for node in tree.body:
         if not isinstance(node, ast.ClassDef):
@@ -147,8 +151,14 @@ def _class_attributes(path: Path) -> dict[str, Any] | None:
                 target, value = item.target, item.value
             elif isinstance(item, ast.FunctionDef) and item.name == "preset":
                 found["preset"] = _first_line(ast.get_docstring(item))
-            if isinstance(target, ast.Name) and target.id in _METHOD_ATTRIBUTES and value:
-                found[target.id] = ast.literal_eval(value)
+            if isinstance(target, ast.Name) and target.id in declared and value:
+                try:
+                    found[target.id] = ast.literal_eval(value)
+                except ValueError as error:
+                    raise ValueError(
+                        f"{path}: {node.name}.{target.id} is not a literal ({error}); the "
+                        "documentation reads the class attributes without importing the code"
+                    ) from error
         if "name" in found:
             return found
     return None
@@ -157,10 +167,11 @@ def _class_attributes(path: Path) -> dict[str, Any] | None:
 def method_rows(repo: Path) -> list[dict[str, Any]]:
     """One dict per method module (every module of methods/ but __init__ and base), by name."""
     rows = []
+    declared = declared_class_vars(repo)
     for path in sorted((repo / METHODS_DIR).glob("*.py")):
         if path.stem.startswith("_") or path.stem == "base":
             continue
-        attributes = _class_attributes(path)
+        attributes = _class_attributes(path, declared)
         if attributes is None or attributes["name"] != path.stem:
             raise ValueError(f"{path}: no method class whose name is {path.stem!r}")
         rows.append(attributes)
