@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import os
 import re
-import statistics
 from collections.abc import Callable
 from pathlib import Path
 
@@ -106,11 +105,11 @@ def include(argument: str, page: Path, repo: Path, docs: Path) -> str:
 
 
 def _mean_std(values: list[float]) -> str:
-    """As the study report writes it: mean ± sample std (ddof 1), n/a with one value."""
-    if not values:
-        return "–"
-    std = f"{statistics.stdev(values):.2f}" if len(values) > 1 else "n/a"
-    return f"{statistics.fmean(values):.2f} ± {std}"
+    """As the study report writes it (mean ± sample std, ddof 1; n/a with one value), "–" for
+    none. The report's own function, from the sources the build put on sys.path (no torch)."""
+    from contrastkit.pipelines.study.report import format_mean_std
+
+    return format_mean_std(values) if values else "–"
 
 
 def results(method: str, page: Path, docs: Path) -> str:
