@@ -3,7 +3,8 @@ without contrastkit" code of each export's README.md runs, as written, in a fres
 where contrastkit cannot be imported (torch, safetensors, torchvision and timm only), after the
 export folders were moved and each block's one `folder = ...` line edited, giving the run's own
 features of the same inputs to 1e-6: safetensors through torchvision (MyResNet), timm
-(a `timm:` backbone) and plain torch (the tabular MLP), timm's own format, and TorchScript."""
+(a `timm:` backbone) and plain torch (the tabular MLP), timm's own format, TorchScript and
+torch.export."""
 
 from __future__ import annotations
 
@@ -116,6 +117,8 @@ def test_exports_load_without_contrastkit(tmp_path: Path) -> None:
         "timm-torchscript": ("timm", "torchscript"),
         "myresnet-safetensors": ("myresnet", "safetensors"),
         "myresnet-torchscript": ("myresnet", "torchscript"),
+        "myresnet-torch_export": ("myresnet", "torch_export"),
+        "mlp-torch_export": ("mlp", "torch_export"),
         "mlp-safetensors": ("mlp", "safetensors"),
     }
     blocks = {}
@@ -129,6 +132,7 @@ def test_exports_load_without_contrastkit(tmp_path: Path) -> None:
     assert "pretrained_cfg_overlay=dict(file=" in blocks["timm-timm"]
     assert "torch.nn.BatchNorm1d(16)" in blocks["mlp-safetensors"]  # plain torch, no import
     assert "torch.jit.load(" in blocks["myresnet-torchscript"]
+    assert "torch.export.load(" in blocks["mlp-torch_export"]
 
     # Each block names its folder in one line: moved elsewhere, that line's edit is all it needs.
     (tmp_path / "exports").rename(tmp_path / "moved")

@@ -128,6 +128,9 @@ def test_damaged_exports_and_files_that_are_no_state_dict(tmp_path: Path) -> Non
     (tmp_path / "script" / "config.json").write_text(json.dumps({"format": "torchscript"}))
     with pytest.raises(ValueError, match=r"has no model.safetensors \(it is a torchscript export"):
         create_backbone("myresnet", pretrained_path=tmp_path / "script")
+    (tmp_path / "script" / "config.json").write_text(json.dumps({"format": "torch_export"}))
+    with pytest.raises(ValueError, match=r"has no model.safetensors \(it is a torch_export export"):
+        create_backbone("myresnet", pretrained_path=tmp_path / "script")
 
 
 def test_timm_backbones_read_export_folders_and_drop_weight_source_arguments(

@@ -146,6 +146,41 @@ def test_torchscript_round_trip(timm_run: Path, tmp_path: Path) -> None:
     assert config["torchscript"] == "model.torchscript.pt" and "weights" not in config
 
 
+def test_torch_export_round_trip(timm_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "export"
+    result = export_backbone(timm_run, "torch_export", out)
+    assert result.files == ["model.pt2", "config.json", "README.md"]
+    extra = {"contrastkit.json": ""}
+    program = torch.export.load(str(out / "model.pt2"), extra_files=extra).module()
+    backbone = run_backbone(timm_run)
+    for batch in (1, 5):  # exported at 2: the batch size is dynamic
+        inputs = torch.randn(batch, 3, 8, 8, generator=torch.Generator().manual_seed(batch))
+        with torch.no_grad():
+            got = program(inputs)
+        torch.testing.assert_close(got, features(backbone, inputs), atol=TOLERANCE, rtol=0)
+    assert json.loads(extra["contrastkit.json"])["backbone"]["name"] == "timm:test_resnet"
+    config = json.loads((out / "config.json").read_text())
+    assert config["format"] == "torch_export" and config["torch_export"] == "model.pt2"
+    assert "weights" not in config
+    assert config["files"]["model.pt2"]["sha256"] == file_sha256(out / "model.pt2")
+
+
+def test_torch_export_refusal_is_one_line_and_leaves_no_folder(
+    timm_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    def cannot_capture(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("data-dependent control flow\nmore detail")
+
+    monkeypatch.setattr(torch.export, "export", cannot_capture)
+    out = tmp_path / "out"
+    err = one_error_line(capsys, timm_run, "--format", "torch_export", "--output-dir", out)
+    assert (
+        "--format torch_export: no torch.export program reproduces TimmBackbone (torch.export: "
+        "RuntimeError: data-dependent control flow); use --format safetensors"
+    ) in err
+    assert not out.exists()
+
+
 def test_timm_format_loads_in_timm_with_no_missing_or_unexpected_key(
     timm_run: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -300,10 +335,14 @@ def test_probe_reads_an_export_folder_and_the_card_lists_its_results(
     assert f"| probe-cifar10/results.csv | linear | cifar10 | 1.0 | {row['linear_top1']} |" in card
 
 
-def test_probe_refuses_a_torchscript_export(timm_run: Path, tmp_path: Path, capsys) -> None:
-    export_backbone(timm_run, "torchscript", tmp_path / "ts")
-    assert probe.main(["--checkpoint", str(tmp_path / "ts"), "--no-progress"]) == 2
-    assert "is a 'torchscript' export; the probe reads safetensors" in capsys.readouterr().err
+@pytest.mark.parametrize("export_format", ["torchscript", "torch_export"])
+def test_probe_refuses_a_program_export(
+    timm_run: Path, tmp_path: Path, capsys, export_format: str
+) -> None:
+    export_backbone(timm_run, export_format, tmp_path / "program")
+    assert probe.main(["--checkpoint", str(tmp_path / "program"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"is a {export_format!r} export; the probe reads safetensors" in err
 
 
 # ---------------------------------------------------------------------------- errors
@@ -359,7 +398,11 @@ def test_formats_that_cannot_hold_the_backbone_are_one_line(
                              model={"backbone_kwargs": {"cifar_stem": True}})  # fmt: skip
     stem["model"]["backbone"] = "timm:resnet18"
     cases = [
-        (run, "onnx", "--format must be one of safetensors, timm, torchscript, got 'onnx'"),
+        (
+            run,
+            "onnx",
+            "--format must be one of safetensors, timm, torchscript, torch_export, got 'onnx'",
+        ),
         (run, "timm", "timm has no model matching MyResNet"),
         (write_run(tmp_path / "mlp", mlp), "timm", "timm holds image models only; 'mlp'"),
         (write_run(tmp_path / "stem", stem), "timm", "with cifar_stem=True has no timm model"),
@@ -368,7 +411,7 @@ def test_formats_that_cannot_hold_the_backbone_are_one_line(
         err = one_error_line(capsys, run_dir, "--format", export_format, "--output-dir", out)
         assert expected in err, err
         if export_format == "timm":  # the refusal says what to use instead
-            assert "--format safetensors" in err and "--format torchscript" in err, err
+            assert "--format safetensors" in err and "--format torch_export" in err, err
         assert not out.exists()
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "notes.txt").write_text("mine")
@@ -392,7 +435,7 @@ def test_the_script_exits_2_with_one_line_before_importing_torch(tmp_path: Path)
     assert done.returncode == 2 and done.stdout.strip() == "False"
     assert done.stderr == (
         "contrastkit-export: error: --format must be one of safetensors, timm, torchscript, "
-        "got 'onnx'\n"
+        "torch_export, got 'onnx'\n"
     )
 
 
@@ -401,4 +444,4 @@ def test_console_script_is_installed() -> None:
     if script is None:
         pytest.skip("the contrastkit-export console script is not installed in this environment")
     done = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0 and "safetensors|timm|torchscript" in done.stdout
+    assert done.returncode == 0 and "safetensors|timm|torchscript|torch_export" in done.stdout

@@ -106,7 +106,8 @@ def resolve_weights_path(path: str | Path) -> Path:
     file = path / name
     if not file.is_file():
         kind = config.get("format")
-        hint = f" (it is a {kind} export, not weights)" if kind == "torchscript" else ""
+        programs = ("torchscript", "torch_export")
+        hint = f" (it is a {kind} export, not weights)" if kind in programs else ""
         raise ValueError(f"pretrained_path {str(path)!r} has no {name}{hint}; {expected}")
     _check_recorded(file, (config.get("files") or {}).get(name))
     return file

@@ -1,5 +1,6 @@
 """Export a pretrained backbone out of its run folder, in the formats people load: safetensors
-(+ config.json + a README.md model card), timm's state dict, or a TorchScript program.
+(+ config.json + a README.md model card), timm's state dict, a TorchScript program, or a
+torch.export program.
 
 `export_backbone(run_dir, export_format, output_dir)` does it; `contrastkit-export` is its command
 line (`cli.main`). Importing this package loads no torch: `export_backbone` and `ExportResult`
@@ -15,9 +16,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from contrastkit.pipelines.export.exporter import ExportResult, export_backbone
 
-EXPORT_FORMATS: tuple[str, ...] = ("safetensors", "timm", "torchscript")
-"""What `--format` takes: the backbone's weights as safetensors, as timm's state dict, or a
-TorchScript program."""
+EXPORT_FORMATS: tuple[str, ...] = ("safetensors", "timm", "torchscript", "torch_export")
+"""What `--format` takes: the backbone's weights as safetensors, as timm's state dict, a
+TorchScript program, or a torch.export program (an ExportedProgram in a .pt2 file)."""
+PROGRAM_FORMATS: tuple[str, ...] = ("torchscript", "torch_export")
+"""The formats that hold a program (loaded without the backbone's code), not weights."""
 
 
 def check_format(export_format: str) -> str:
@@ -41,4 +44,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["EXPORT_FORMATS", "ExportResult", "check_format", "export_backbone"]
+__all__ = ["EXPORT_FORMATS", "PROGRAM_FORMATS", "ExportResult", "check_format", "export_backbone"]

@@ -1,6 +1,7 @@
 """The `contrastkit-export` command (also `python packages/pipelines/export.py`):
 
-    contrastkit-export RUN_DIR [--checkpoint N] --format safetensors|timm|torchscript --output-dir DIR
+    contrastkit-export RUN_DIR [--checkpoint N] --format safetensors|timm|torchscript|torch_export
+        --output-dir DIR
 
 The options are checked before torch is imported. Exit status: 0 written; 2 bad input (the run
 folder, the checkpoint, the format, the output folder, a backbone the format cannot hold), said
@@ -28,6 +29,8 @@ formats:
                pretrained_cfg_overlay=dict(file=...), num_classes=0) loads, for timm:
                backbones (the CIFAR ResNets and MyResNet have no timm model: refused)
   torchscript  model.torchscript.pt, a traced program taking normalized (N, C, H, W) floats
+  torch_export model.pt2, a torch.export program (any batch size) taking the same; loaded by
+               torch.export.load(path).module() with torch alone
 
 exit status: 0 written; 2 bad input (one line says what)."""
 

@@ -123,8 +123,8 @@ def export_config(
 
     files: the files of `folder` recorded with their size and SHA-256 ("files"), so a reader can
         check them: the weights or the TorchScript program (not the README, which one may edit).
-    weights: the state dict file of a safetensors / timm export (None for torchscript).
-    extra: format-specific entries (the torchscript file, timm's own config fields).
+    weights: the state dict file of a safetensors / timm export (None for a program format).
+    extra: format-specific entries (the torchscript or torch_export file, timm's own fields).
     """
     config: dict[str, Any] = {"contrastkit_export": EXPORT_LAYOUT, "format": export_format}
     if weights is not None:

@@ -15,8 +15,8 @@ from contrastkit.pipelines.evaluation.pretrained import PretrainedCheckpoint, bu
 from contrastkit.pipelines.export import check_format
 from contrastkit.pipelines.export.config_json import example_input, export_config, input_spec
 from contrastkit.pipelines.export.formats import (
-    TORCHSCRIPT_FILE,
     write_safetensors,
+    write_torch_export,
     write_torchscript,
 )
 from contrastkit.pipelines.export.model_card import model_card
@@ -74,7 +74,8 @@ def export_backbone(
     safetensors: model.safetensors (the backbone's state dict, its own keys), config.json,
     README.md. timm: model.safetensors with timm's keys (`timm:` backbones only), config.json (also
     timm's own fields), README.md. torchscript: model.torchscript.pt (traced, taking normalized
-    inputs), config.json, README.md.
+    inputs), config.json, README.md. torch_export: model.pt2 (a torch.export program with a
+    dynamic batch size, taking normalized inputs), config.json, README.md.
 
     checkpoint_step: export run_dir/checkpoint-<step>; default the newest checkpoint that verifies.
     Raises FileNotFoundError / ValueError (one line) for a bad run folder, checkpoint, format or
@@ -90,7 +91,7 @@ def export_backbone(
         files = _write_export(checkpoint, export_format, folder, target)
     except BaseException:
         if created and not any(folder.iterdir()):
-            folder.rmdir()  # a refusal (no TorchScript program) leaves no empty folder behind
+            folder.rmdir()  # a refusal (no faithful program) leaves no empty folder
         raise
     return ExportResult(folder, export_format, files, checkpoint.path, checkpoint.step)
 
@@ -103,7 +104,7 @@ def _write_export(
     backbone = build_backbone(checkpoint).eval()
     spec = input_spec(checkpoint, backbone)
     metadata = {"contrastkit_backbone": checkpoint.backbone_name}
-    weights, extra = None, {}
+    weights, extra, program = None, {}, None
     if export_format == "safetensors":
         weights = write_safetensors(backbone.state_dict(), folder, metadata)
     elif export_format == "timm":
@@ -114,9 +115,12 @@ def _write_export(
         info = export_config(checkpoint, backbone, export_format, folder, [])
         info = {key: info[key] for key in ("backbone", "input", "output", "source")}
         example, check = example_input(spec, 2), example_input(spec, 3, seed=1)
-        write_torchscript(backbone, folder, example, check, info)
-        extra = {"torchscript": TORCHSCRIPT_FILE}
-    files = [weights or TORCHSCRIPT_FILE]
+        write = write_torchscript if export_format == "torchscript" else write_torch_export
+        program = write(backbone, folder, example, check, info)
+        extra = {export_format: program}
+    written = weights or program
+    assert written is not None  # every format writes weights or a program
+    files = [written]
     config = export_config(
         checkpoint, backbone, export_format, folder, files, weights=weights, extra=extra
     )

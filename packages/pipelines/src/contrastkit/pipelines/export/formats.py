@@ -1,6 +1,7 @@
-"""The three files an export can hold: the backbone's state dict as safetensors (its own keys, or
-timm's), and a TorchScript program of it (traced, checked against the module it came from).
-Each is written atomically into the export folder.
+"""The files an export can hold: the backbone's state dict as safetensors (its own keys, or
+timm's), a TorchScript program of it (traced, else scripted) or a torch.export program (with a
+dynamic batch size), each program checked against the module it came from. Each is written
+atomically into the export folder.
 """
 
 from __future__ import annotations
@@ -20,7 +21,11 @@ TORCHSCRIPT_FILE = "model.torchscript.pt"
 """The TorchScript program of a torchscript export."""
 
 TORCHSCRIPT_INFO = "contrastkit.json"
-"""The extra file inside the TorchScript archive: backbone, input and output of config.json."""
+"""The extra file inside a program's archive (TorchScript or torch.export): backbone, input and
+output of config.json."""
+
+TORCH_EXPORT_FILE = "model.pt2"
+"""The torch.export program of a torch_export export (`torch.export.save`)."""
 
 # A traced program must give the module's features to this (absolute, float32) on a new batch.
 TRACE_TOLERANCE = 1e-6
@@ -97,3 +102,38 @@ def write_torchscript(
     extra = {TORCHSCRIPT_INFO: json.dumps(info, indent=2)}
     atomic_write(folder / TORCHSCRIPT_FILE, lambda tmp: program.save(str(tmp), _extra_files=extra))
     return TORCHSCRIPT_FILE
+
+
+def write_torch_export(
+    backbone: nn.Module, folder: Path, example: torch.Tensor, check: torch.Tensor, info: dict
+) -> str:
+    """A torch.export program of `backbone` (eval mode, CPU, contiguous weights) with a dynamic
+    batch size as `folder`/model.pt2, with `info` (JSON) inside it as contrastkit.json; the file
+    name. Loaded with `torch.export.load(path).module()`: torch alone, no Python source.
+
+    example: a normalized input batch to export with; check: one of another batch size, on which
+    the program must give the module's features to TRACE_TOLERANCE (ValueError naming the
+    backbone and the reason otherwise).
+    """
+    from torch.export import Dim, export, save
+
+    backbone = backbone.eval().to("cpu", memory_format=torch.contiguous_format)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = export(backbone, (example,), dynamic_shapes=({0: Dim("batch")},))
+        difference = _largest_difference(program.module(), backbone, check)
+    except Exception as error:  # export raises many types for code it cannot capture
+        reason = f"torch.export: {type(error).__name__}: {str(error).splitlines()[0]}"
+    else:
+        if difference <= TRACE_TOLERANCE:
+            extra = {TORCHSCRIPT_INFO: json.dumps(info, indent=2)}
+            atomic_write(
+                folder / TORCH_EXPORT_FILE, lambda tmp: save(program, str(tmp), extra_files=extra)
+            )
+            return TORCH_EXPORT_FILE
+        reason = f"torch.export: features differ by {difference:.3g} on a batch of {len(check)}"
+    raise ValueError(
+        f"--format torch_export: no torch.export program reproduces {type(backbone).__name__} "
+        f"({reason}); use --format safetensors"
+    )

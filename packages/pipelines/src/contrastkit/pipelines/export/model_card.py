@@ -15,7 +15,8 @@ from torch import nn
 
 from contrastkit.backbones import EXPORT_WEIGHTS_FILE, TIMM_PREFIX
 from contrastkit.pipelines.evaluation.results import markdown_cell
-from contrastkit.pipelines.export.formats import TORCHSCRIPT_FILE
+from contrastkit.pipelines.export import PROGRAM_FORMATS
+from contrastkit.pipelines.export.formats import TORCH_EXPORT_FILE, TORCHSCRIPT_FILE
 
 # The CIFAR-stem ResNets as torchvision's ResNet (their module names are torchvision's): block
 # class and blocks per stage.
@@ -70,8 +71,8 @@ def _call(name: str, kwargs: Mapping[str, Any]) -> str:
 
 def with_contrastkit(config: Mapping[str, Any], folder: Path) -> str:
     backbone = config["backbone"]
-    if config["format"] == "torchscript":
-        return "The TorchScript program needs no contrastkit: see below.\n"
+    if config["format"] in PROGRAM_FORMATS:
+        return "The program needs no contrastkit: see below.\n"
     call = _call(backbone["name"], backbone["kwargs"])
     return _python(
         "import torch\n\nfrom contrastkit.backbones import load_exported_backbone\n\n"
@@ -148,6 +149,18 @@ def without_contrastkit(config: Mapping[str, Any], folder: Path, module: nn.Modu
             "where the network allows them.\n"
         )
         return note + "\n" + _python(code + _features_lines(config))
+    if fmt == "torch_export":
+        code = (
+            f"import torch\n\n{_folder_line(folder)}"
+            f"backbone = torch.export.load({_in_folder(TORCH_EXPORT_FILE)}).module()\n"
+        )
+        note = (
+            "Exported with torch.export in eval mode (BatchNorm uses its running statistics) at "
+            f"input {config['input']['shape']} with a dynamic batch size: any batch size works; "
+            "the image size is fixed. `.module()` gives a plain `nn.Module` to call, and torch "
+            "alone loads it (no Python source of the network).\n"
+        )
+        return note + "\n" + _python(code + _features_lines(config))
     if fmt == "timm":
         timm_args = dict(config["model_args"])
         call = _call(config["architecture"], {})
@@ -169,7 +182,7 @@ def without_contrastkit(config: Mapping[str, Any], folder: Path, module: nn.Modu
     if code is None:
         return (
             f"`{config['backbone']['name']}` has no short plain-PyTorch definition: export the run "
-            "with `--format torchscript` to run it without contrastkit.\n"
+            "with `--format torch_export` (or `torchscript`) to run it without contrastkit.\n"
         )
     return _python(code + _features_lines(config))
 

@@ -27,8 +27,8 @@ _CIFAR_STEM = (
     "downsamples 4x (a stride-2 conv, then a stride-2 max-pool or conv)"
 )
 _INSTEAD = (
-    "export it with --format safetensors (its README.md loads it without contrastkit) or "
-    "--format torchscript"
+    "export it with --format safetensors (its README.md loads it without contrastkit), "
+    "--format torch_export or --format torchscript"
 )
 # Backbone name -> why --format timm refuses it (each said in one line with what to use instead).
 NO_TIMM_MODEL: dict[str, str] = {
