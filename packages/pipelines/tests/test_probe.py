@@ -224,6 +224,54 @@ def test_feature_cache_created_reused_and_invalidated(
     assert stored["key"]["backbone_sha256"] == file_sha256(checkpoint / "backbone.pt")
 
 
+def test_random_init_probes_the_untrained_network_and_keeps_the_caches_apart(
+    tabular_run: Path, tmp_path: Path
+) -> None:
+    """--random-init: the same network freshly initialized from --seed (features checked by hand),
+    its own caches (the trained ones untouched and still used), its own output folder and row."""
+    checkpoint = tabular_run / "checkpoint-30"
+    run_main("--checkpoint", tabular_run, "--epochs", "2", "--no-tsne")  # trained: caches it
+    trained_caches = {p.name: p.stat().st_mtime_ns for p in checkpoint.glob("features-*.pt")}
+    assert len(trained_caches) == 2
+    run_main("--checkpoint", tabular_run, "--random-init", "--seed", "3", "--epochs", "2",
+             "--no-tsne")  # fmt: skip
+    out = tabular_run / "probe-tabular-random-init"  # the default folder, apart from the trained
+    (row,) = read_results(out / "results.csv")
+    assert row["method"] == "random_init" and row["epochs"] == "0" and row["step"] == "0"
+    assert row["backbone"] == "mlp" and row["seed"] == "3"
+    report = (out / "report.md").read_text()
+    assert "| pretraining | none: the network of `" in report
+    assert "freshly initialized (--random-init, seed 3), mlp" in report
+    assert "use the untrained backbone's features" in report
+
+    # The features it probed are those of create_backbone after torch.manual_seed(3).
+    torch.manual_seed(3)
+    fresh = create_backbone("mlp", **MLP_KWARGS).eval()
+    train, test = toy_splits(tabular_run)
+    with torch.no_grad():
+        train_f, test_f = fresh(train.inputs), fresh(test.inputs)
+    expected = knn_accuracy(train_f, train.labels, test_f, test.labels, TOY_CLASSES, k=200)
+    assert float(row["knn_top1"]) == pytest.approx(expected["top1"], abs=1e-9)
+    trained_f = hand_features(checkpoint, train.inputs)
+    assert not torch.allclose(train_f, trained_f)  # really not the trained weights
+    random_caches = sorted(p for p in checkpoint.glob("*-features-*.pt"))
+    assert len(random_caches) == 2  # named with the fresh weights' fingerprint
+    torch.testing.assert_close(torch.load(random_caches[1], weights_only=True)["features"], train_f)
+    now = {p.name: p.stat().st_mtime_ns for p in checkpoint.glob("features-*.pt")}
+    assert now == trained_caches  # the trained caches were neither replaced nor rewritten
+
+    # Another seed, another network and its own caches; the same seed again reuses its caches.
+    stamps = {p: p.stat().st_mtime_ns for p in random_caches}
+    run_main("--checkpoint", tabular_run, "--random-init", "--seed", "4", "--epochs", "2",
+             "--no-tsne", "--output-dir", tmp_path / "seed4")  # fmt: skip
+    run_main("--checkpoint", tabular_run, "--random-init", "--seed", "3", "--epochs", "2",
+             "--no-tsne", "--output-dir", tmp_path / "seed3")  # fmt: skip
+    assert len(list(checkpoint.glob("*-features-*.pt"))) == 4
+    assert {p: p.stat().st_mtime_ns for p in random_caches} == stamps
+    again = read_results(tmp_path / "seed3" / "results.csv")[0]
+    assert again["knn_top1"] == row["knn_top1"] and again["linear_top1"] == row["linear_top1"]
+
+
 # ---------------------------------------------------------------------------------- label fraction
 
 

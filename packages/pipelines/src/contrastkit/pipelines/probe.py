@@ -28,11 +28,11 @@ from contrastkit.pipelines.data import (
     load_dataset,
 )
 from contrastkit.pipelines.evaluation import (
+    RANDOM_INIT,
     PretrainedCheckpoint,
     StandardizedLinear,
     ViewTrainingResult,
     append_results,
-    build_backbone,
     check_input_compatibility,
     checkpoint_features,
     identity_transform,
@@ -54,6 +54,7 @@ from contrastkit.pipelines.probe_cli import (
     build_parser,
     check_args,
     data_source,
+    probe_backbone,
     probe_folders,
     probe_mode,
     resolve_knn_k,
@@ -72,8 +73,7 @@ from contrastkit.pipelines.run_files import (
 )
 from contrastkit.pipelines.training.accelerator import make_accelerator
 
-_NN_QUERIES = 10
-_NN_NEIGHBOURS = 8
+_NN_QUERIES, _NN_NEIGHBOURS = 10, 8  # the neighbour grid: query images, neighbours of each
 
 
 @dataclass
@@ -294,9 +294,9 @@ def _results_row(
 ) -> dict[str, Any]:
     main_k = max(args.knn_k)
     return {
-        "method": checkpoint.method,
+        "method": RANDOM_INIT if args.random_init else checkpoint.method,
         "backbone": checkpoint.backbone_name,
-        "epochs": checkpoint.epochs,
+        "epochs": 0 if args.random_init else checkpoint.epochs,
         "knn_top1": knn[main_k]["top1"],
         "linear_top1": trained.result.top1,
         "wall_s": round(wall_s, 2),
@@ -312,7 +312,7 @@ def _results_row(
         "probe_epochs": trained.epochs,
         "lr": trained.lr,
         "seed": args.seed,
-        "step": checkpoint.step,
+        "step": 0 if args.random_init else checkpoint.step,
         "checkpoint": str(checkpoint.path),
     }
 
@@ -334,7 +334,7 @@ def run_probe(
     output_dir, cache_dir = probe_folders(
         args, checkpoint, source[0], is_main=accelerator.is_main_process
     )
-    backbone = build_backbone(checkpoint).to(accelerator.device)
+    backbone, fingerprint = probe_backbone(args, checkpoint, accelerator.device)
     data = prepare_data(args, checkpoint, source, backbone)
     labelled = label_fraction_indices(data.train.labels, args.label_fraction, args.seed)
     args = resolve_knn_k(args, len(labelled), is_main=accelerator.is_main_process)
@@ -348,7 +348,7 @@ def run_probe(
                 data.transform, dataset=data.name, data_dir=data.data_dir,
                 view_dataset=data.view_dataset, seed=args.seed,
                 mixed_precision=str(accelerator.mixed_precision), progress=not args.no_progress,
-                cache_dir=cache_dir, weights_file=checkpoint.weights,
+                cache_dir=cache_dir, weights_file=checkpoint.weights, weights_sha256=fingerprint,
             )  # fmt: skip
     accelerator.wait_for_everyone()
 

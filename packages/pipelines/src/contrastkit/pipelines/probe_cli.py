@@ -5,13 +5,21 @@ options, and the options resolved against the checkpoint (which data, which trai
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 from pathlib import Path
+
+import torch
+from torch import nn
 
 from contrastkit.pipelines.data import DATASET_NAMES
 from contrastkit.pipelines.evaluation.knn import check_knn_k
 from contrastkit.pipelines.evaluation.linear_probe import SOLVER_DEFAULT_LR, SOLVERS
-from contrastkit.pipelines.evaluation.pretrained import CHECKPOINT_EXPECTED, PretrainedCheckpoint
+from contrastkit.pipelines.evaluation.pretrained import (
+    CHECKPOINT_EXPECTED,
+    PretrainedCheckpoint,
+    build_backbone,
+)
 from contrastkit.pipelines.preflight import check_writable_dir, is_writable_dir
 from contrastkit.pipelines.run_files import probe_dir_name
 
@@ -138,6 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-tsne", action="store_true", help="skip the t-SNE picture")
     parser.add_argument("--no-nn-grid", action="store_true", help="skip the nearest-neighbour grid")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--random-init",
+        action="store_true",
+        help="probe the checkpoint's network freshly initialized (seeded by --seed) instead of "
+        "its trained weights: the baseline its pretraining must beat (results.csv: method "
+        "random_init, epochs 0; default output <run dir>/probe-<dataset>-random-init)",
+    )
     return parser
 
 
@@ -220,7 +235,8 @@ def probe_folders(
     if args.output_dir:
         output_dir = check_writable_dir(args.output_dir, "--output-dir")
     else:
-        default = checkpoint.run_dir / probe_dir_name(dataset)
+        name = probe_dir_name(dataset) + ("-random-init" if args.random_init else "")
+        default = checkpoint.run_dir / name
         output_dir = check_writable_dir(default, "the probe's output folder (--output-dir)")
     if args.cache_dir:
         return output_dir, check_writable_dir(args.cache_dir, "--cache-dir")
@@ -258,3 +274,18 @@ def resolve_knn_k(args: argparse.Namespace, bank_size: int, *, is_main: bool) ->
         )
     capped = sorted({min(k, bank_size) for k in DEFAULT_KNN_K})
     return argparse.Namespace(**{**vars(args), "knn_k": capped})
+
+
+def probe_backbone(
+    args: argparse.Namespace, checkpoint: PretrainedCheckpoint, device: torch.device
+) -> tuple[nn.Module, str | None]:
+    """The backbone to probe, on `device`, and for --random-init the SHA-256 of its fresh weights
+    (in no file: the feature caches are keyed and named with it, apart from the trained ones)."""
+    if not args.random_init:
+        return build_backbone(checkpoint).to(device), None
+    backbone = build_backbone(checkpoint, random_init=args.seed)
+    digest = hashlib.sha256(f"random-init {checkpoint.backbone_name} seed {args.seed}".encode())
+    for name, tensor in backbone.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return backbone.to(device), digest.hexdigest()

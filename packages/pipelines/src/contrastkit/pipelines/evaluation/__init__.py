@@ -48,6 +48,7 @@ from contrastkit.pipelines.evaluation.pretrained import (
 )
 from contrastkit.pipelines.evaluation.report import (
     FIGURE_CAPTIONS,
+    RANDOM_INIT,
     ReportSection,
     model_summary_markdown,
     probe_summary_markdown,
@@ -66,6 +67,7 @@ from contrastkit.pipelines.evaluation.tsne import TsneEmbedding, tsne_embedding
 
 __all__ = [
     "FIGURE_CAPTIONS",
+    "RANDOM_INIT",
     "RESULTS_COLUMNS",
     "SOLVERS",
     "BackboneWithHead",

@@ -129,6 +129,7 @@ def checkpoint_features(
     progress: bool = False,
     cache_dir: Path | None = None,
     weights_file: Path | None = None,
+    weights_sha256: str | None = None,
 ) -> dict[str, Tensor]:
     """split -> (N, D) float32 CPU features of the checkpoint's backbone, through its cache.
 
@@ -141,10 +142,15 @@ def checkpoint_features(
         splits: split name -> (its data, the --train/--test-subset size it was drawn with or None).
         cache_dir: the folder the caches go in (default: the checkpoint folder).
         weights_file: the file of the backbone's weights (default: checkpoint_dir/backbone.pt).
+        weights_sha256: the fingerprint of weights that are in no file (a probe's --random-init
+            backbone): used instead of a file's, and in the cache names even in the checkpoint
+            folder, so they never replace the checkpoint's own caches.
         transform: the identity view of a batch (`features.identity_transform`).
         dataset, data_dir, view_dataset, mixed_precision: what else shapes the features (the key).
     """
-    fingerprint = file_sha256(weights_file or Path(checkpoint_dir) / BACKBONE_FILE)
+    fingerprint = weights_sha256 or file_sha256(
+        weights_file or Path(checkpoint_dir) / BACKBONE_FILE
+    )
     features: dict[str, Tensor] = {}
     for split, (data, subset) in splits.items():
         key = cache_key(
@@ -152,7 +158,9 @@ def checkpoint_features(
             image_size=view_size(data), view_dataset=view_dataset, num_samples=len(data),
             mixed_precision=mixed_precision,
         )  # fmt: skip
-        own = cache_dir is None or Path(cache_dir).resolve() == Path(checkpoint_dir).resolve()
+        own = weights_sha256 is None and (
+            cache_dir is None or Path(cache_dir).resolve() == Path(checkpoint_dir).resolve()
+        )
         path = feature_cache_path(
             checkpoint_dir if cache_dir is None else cache_dir, dataset, split, subset, seed,
             backbone_sha256=None if own else fingerprint,

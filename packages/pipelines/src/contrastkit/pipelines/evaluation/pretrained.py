@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import Tensor, nn
 
 from contrastkit.backbones import (
@@ -234,18 +235,26 @@ def read_checkpoint_folder(folder: Path) -> PretrainedCheckpoint:
     return checkpoint
 
 
-def build_backbone(checkpoint: PretrainedCheckpoint) -> nn.Module:
+def build_backbone(
+    checkpoint: PretrainedCheckpoint, *, random_init: int | None = None
+) -> nn.Module:
     """create_backbone(model.backbone, **model.backbone_kwargs) with the checkpoint's weights
     (backbone.pt, or an export's model.safetensors) loaded, on the CPU.
 
     pretrained / pretrained_path in the kwargs are left out: they said where the run's initial
     weights came from, and the saved weights replace every one of them.
+    random_init: a seed: the same network freshly initialized from it instead (no weights loaded,
+    not even a pretrained=True start): the untrained baseline a pretraining must beat.
     """
     kwargs = {
         key: value
         for key, value in checkpoint.backbone_kwargs.items()
         if key not in WEIGHT_SOURCE_KWARGS
     }
+    if random_init is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(random_init)
+            return create_backbone(checkpoint.backbone_name, **kwargs)
     if checkpoint.weights_file is not None:
         return create_backbone(
             checkpoint.backbone_name, **kwargs, pretrained_path=checkpoint.weights_file

@@ -239,6 +239,10 @@ def probe_summary_markdown(
 
 
 # What each probe mode trains, as the report's "This run" table says it.
+RANDOM_INIT = "random_init"
+"""results.csv's method of a probe of the freshly initialized network (contrastkit-probe
+--random-init)."""
+
 _MODE_DESCRIPTIONS = {
     "linear": "frozen backbone, cached features",
     "augment": "frozen backbone, augmented views",
@@ -266,11 +270,18 @@ def write_probe_report(
         knn: k -> {"top1", "top5"} of the weighted kNN on the pretrained features.
         summary: `probe_summary_markdown(...)`.
     """
+    untrained = row["method"] == RANDOM_INIT
+    source = (
+        f"none: the network of `{row['checkpoint']}` freshly initialized (--random-init, seed "
+        f"{row['seed']}), {row['backbone']}, its config's {row['pretrain_dataset']} input"
+        if untrained
+        else f"{row['method']}, {row['backbone']} on {row['pretrain_dataset']}"
+    )
     lines = [
         "| | |",
         "| --- | --- |",
         f"| checkpoint | `{row['checkpoint']}` (step {row['step']}, epoch {row['epochs']}) |",
-        f"| pretraining | {row['method']}, {row['backbone']} on {row['pretrain_dataset']} |",
+        f"| pretraining | {source} |",
         f"| probe | {row['mode']} ({_MODE_DESCRIPTIONS[row['mode']]}), solver {row['solver']}, "
         f"{row['probe_epochs']} epochs, lr {row['lr']} |",
         f"| data | {row['dataset']}: {num_labelled} labelled of {num_train} train samples "
@@ -283,8 +294,9 @@ def write_probe_report(
         )
     lines.append(f"| wall time | {row['wall_s']:.1f} s |")
     note = (
-        "kNN, t-SNE and the neighbour grid use the pretrained backbone's features "
-        "(identity view, cached in the checkpoint folder), whatever the probe mode."
+        f"kNN, t-SNE and the neighbour grid use the {'untrained' if untrained else 'pretrained'} "
+        "backbone's features (identity view, cached in the checkpoint folder), whatever the "
+        "probe mode."
     )
     sections = [
         ReportSection("This run", "\n".join(lines) + "\n\n" + note),
