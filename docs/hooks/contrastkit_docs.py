@@ -47,11 +47,15 @@ def _expand_nav(nav: list, replacements: dict[str, list]) -> list:
 
 
 def _results_nav(docs: Path) -> list:
-    """The study reports: the index, then one entry per docs/results/<study>/REPORT.md."""
-    reports = sorted((docs / "results").glob("*/REPORT.md"))
-    return [RESULTS_INDEX] + [
-        {r.parent.name: f"results/{r.parent.name}/REPORT.md"} for r in reports
-    ]
+    """The measured results: the index, then one entry per docs/results/<folder>/ by name, its
+    study report (REPORT.md) or, for a probe's folder (a baseline), the probe's report.md."""
+    entries = []
+    for folder in sorted(p for p in (docs / "results").iterdir() if p.is_dir()):
+        for name in ("REPORT.md", "report.md"):
+            if (folder / name).is_file():
+                entries.append({folder.name: f"results/{folder.name}/{name}"})
+                break
+    return [RESULTS_INDEX, *entries]
 
 
 def on_config(config: Any) -> Any:
