@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from accelerate import Accelerator
 from torch import Tensor, nn
 
@@ -71,7 +70,7 @@ from contrastkit.pipelines.run_files import (
     RESULTS_FILE,
     TSNE_FILE,
 )
-from contrastkit.pipelines.training.accelerator import make_accelerator
+from contrastkit.pipelines.training.accelerator import leave_process_group, make_accelerator
 
 _NN_QUERIES, _NN_NEIGHBOURS = 10, 8  # the neighbour grid: query images, neighbours of each
 
@@ -382,13 +381,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         outcome = run_probe(args)
+        leave_process_group(wait=True)  # the main process may still be writing: wait for it
     except (ValueError, OSError) as error:  # an OSError from the system names its path
         reason = describe_os_error(error) if isinstance(error, OSError) and error.errno else error
         print(f"contrastkit-probe: error: {reason}", file=sys.stderr)
         return 2
     finally:
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+        leave_process_group(wait=False)
     if outcome is not None:
         row = outcome.row
         print(

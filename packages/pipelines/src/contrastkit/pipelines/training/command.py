@@ -217,8 +217,7 @@ def _run(
     except (ValueError, OSError) as error:
         return _bad_input(command, error)
 
-    import torch.distributed as dist
-
+    from contrastkit.pipelines.training.accelerator import leave_process_group
     from contrastkit.pipelines.training.loop import run_training
     from contrastkit.pipelines.training.task import NonFiniteLossError
 
@@ -234,8 +233,7 @@ def _run(
         print(f"{command}: interrupted before training started; no checkpoint", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+        leave_process_group(wait=False)
     if is_main:
         print(f"{command}: {_ending(result, command)}", file=sys.stderr)
     return EXIT_OK
