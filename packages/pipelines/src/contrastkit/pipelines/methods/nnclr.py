@@ -2,8 +2,8 @@
 is the positive of the other view's prediction; in-batch negatives, both directions averaged.
 
 The support set is a `MemoryQueue` of view 1's projections and their labels (in the state_dict, so
-a resumed run continues with it); the labels give the `nn_top1` metric. i-Mix mixes each view as a query batch against the neighbours of the clean
-views (see `NNCLR.forward`).
+a resumed run continues with it); the labels give the `nn_top1` metric. i-Mix mixes each view as a
+query batch against the neighbours of the clean views (see `NNCLR.forward`).
 """
 
 from __future__ import annotations
@@ -76,13 +76,17 @@ class NNCLR(PretrainMethod):
         self.predictor = PredictionHead(dim, model.prediction_hidden_dim, dim)
         self.support = MemoryQueue(method.queue_size, dim, seed=seed, track_labels=True)
 
-    def _enqueue(self, z1: Tensor, labels: Tensor | None) -> dict[str, Tensor]:
+    def _enqueue(
+        self, z1: Tensor, labels: Tensor | None, indices: Tensor | None = None
+    ) -> dict[str, Tensor]:
         """The nn_top1 metric against the current support set (with labels), then z1 enqueued
-        with its labels (-1 without them)."""
+        with its labels (-1 without them). indices: z1's nearest support rows, when the loss
+        already looked them up."""
         metrics: dict[str, Tensor] = {}
         if labels is not None:
             assert self.support.labels is not None
-            indices = nearest_neighbours(z1.detach(), self.support.keys).indices
+            if indices is None:
+                indices = nearest_neighbours(z1.detach(), self.support.keys).indices
             hit = self.support.labels[indices] == labels
             metrics["nn_top1"] = 100.0 * hit.float().mean()
         else:
@@ -123,13 +127,13 @@ class NNCLR(PretrainMethod):
         inputs, (targets1, targets2) = self.mix_both(view1, view2, generator)
         features, projections = self.encode(self.encoder, inputs)
         p1, p2 = self.predict_pair(projections)
-        neighbours1 = nearest_neighbours(z1, self.support.keys).values
+        neighbours1 = nearest_neighbours(z1, self.support.keys)
         neighbours2 = nearest_neighbours(z2, self.support.keys).values
         loss = (
-            npair_loss(p2, neighbours1, temperature, targets2, validate_targets=False)
+            npair_loss(p2, neighbours1.values, temperature, targets2, validate_targets=False)
             + npair_loss(p1, neighbours2, temperature, targets1, validate_targets=False)
         ) / 2
-        metrics = self._enqueue(z1, labels)
+        metrics = self._enqueue(z1, labels, neighbours1.indices)
         n = view1.shape[0]
         weights = stacked_label_weights(targets1, targets2, n=n, device=view1.device)
         return MethodOutput(loss, features.detach(), weights, metrics)
