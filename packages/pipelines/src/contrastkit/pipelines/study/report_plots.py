@@ -147,6 +147,13 @@ _BEST_PICTURES = (
 )
 
 
+def _best_probe_file(best: CellResults | None, output_dir: Path, name: str) -> Path | None:
+    """The file `name` of the best cell's first-seed probe folder; None without a best cell."""
+    if best is None:
+        return None
+    return seed_dir(output_dir, best.cell, best.seeds[0]) / PROBE_DIR / name
+
+
 def _best_caption(best: CellResults, what: str) -> str:
     return f"Best cell `{best.cell}` (seed {best.seeds[0]}): {what}"
 
@@ -160,10 +167,7 @@ def copy_best_pictures(
     notes: list[str] = []
     for source_name, target_name, what in _BEST_PICTURES:
         target = output_dir / target_name
-        source = None
-        if best is not None:
-            seed = best.seeds[0]
-            source = seed_dir(output_dir, best.cell, seed) / PROBE_DIR / source_name
+        source = _best_probe_file(best, output_dir, source_name)
         if best is not None and source is not None and source.is_file():
             atomic_write(target, lambda tmp, src=source: shutil.copyfile(src, tmp))
             pictures[_best_caption(best, what)] = target_name
@@ -189,9 +193,7 @@ def copy_best_summary(best: CellResults | None, output_dir: Path) -> list[str]:
     parameters) to best_model_summary.md; the report's line that links it, none when the probe
     wrote no summary (an older copy is then removed)."""
     target = output_dir / BEST_SUMMARY_FILE
-    source = None
-    if best is not None:
-        source = seed_dir(output_dir, best.cell, best.seeds[0]) / PROBE_DIR / MODEL_SUMMARY_FILE
+    source = _best_probe_file(best, output_dir, MODEL_SUMMARY_FILE)
     if best is None or source is None or not source.is_file():
         target.unlink(missing_ok=True)
         return []
