@@ -238,11 +238,11 @@ def probe_summary_markdown(
     return "\n".join(parts)
 
 
-# What each probe mode trains, as the report's "This run" table says it.
 RANDOM_INIT = "random_init"
 """results.csv's method of a probe of the freshly initialized network (contrastkit-probe
 --random-init)."""
 
+# What each probe mode trains, as the report's "This run" table says it.
 _MODE_DESCRIPTIONS = {
     "linear": "frozen backbone, cached features",
     "augment": "frozen backbone, augmented views",
